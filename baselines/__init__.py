@@ -1,0 +1,1 @@
+"""Baseline methods; importing this package registers them."""

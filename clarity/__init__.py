@@ -1,0 +1,1 @@
+"""CLARiTy (arXiv 2512.16700): class-token ViT with SegmentCAM; registers method `clarity`."""
