@@ -1,7 +1,208 @@
-"""Sub-commands of this stage (placeholder until the stage lands)."""
+"""Harness sub-commands: `run` (the benchmark), `explain` (one image), `methods` (what is registered)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def run_command(
+    methods: Optional[str] = typer.Option(
+        None, "--methods", "-m", help="Comma-separated methods (default: clarity,gradcam). The references "
+        "prior-center, prior-lung and random are always added."
+    ),
+    data: Optional[str] = typer.Option(None, "--data", help="synth (SynthCXR, generated locally) or nih (ChestX-ray14 on disk)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder for --data nih."),
+    preset: str = typer.Option("quick", "--preset", help="quick (SynthCXR 128 px, CPU), paper (NIH, GPUs) or tiny (smoke test)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<preset>). Re-running resumes it."),
+    seed: int = typer.Option(0, "--seed", help="One seed for data, splits, init and sampling."),
+    accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu."),
+    devices: str = typer.Option("1", "--devices", help="Devices per node (Lightning), e.g. 1, 8 or auto."),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="Nodes for multi-node DDP."),
+    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, ..."),
+    ablate: Optional[str] = typer.Option(None, "--ablate", help="Comma-separated components; adds '<method>-no-<component>' variants."),
+    overrides: Optional[List[str]] = typer.Option(
+        None, "--set", help="Config override SECTION.KEY=VALUE (repeatable), e.g. --set data.n_train=200 "
+        "--set fit.max_epochs=2 --set methods.gradcam.lr=0.01 --set score.n_boot=200."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (stages, data size, estimates) and exit."),
+    progress: bool = typer.Option(sys.stderr.isatty(), "--progress/--no-progress", help="Training progress bars."),
+) -> None:
+    """Train, explain, score and report methods into one resumable run folder.
+
+    Stages: data -> fit -> explain -> score -> report. A stage whose inputs and config are unchanged is
+    skipped; kill the run at any time and the same command finishes it.
+
+    Example: wsl-bench run --methods clarity,gradcam --preset quick --out runs/quick
+    """
+    from wsl_bench.run import RunError, build_config, dry_run_text, execute, parse_overrides
+
+    dev: int | str = int(devices) if devices.isdigit() else devices
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cfg = build_config(
+                _split(methods) or None,
+                data=data,
+                root=str(root) if root else None,
+                preset=preset,
+                seed=seed,
+                ablate=_split(ablate),
+                overrides=parse_overrides(overrides),
+                hardware={"accelerator": accelerator, "devices": dev, "num_nodes": num_nodes, "strategy": strategy},
+            )
+        for w in caught:
+            if "not registered yet" in str(w.message):
+                console.print(f"[yellow]warning:[/] {w.message}")
+        cfg["progress"] = progress
+        folder = out or Path("runs") / preset
+        if dry_run:
+            typer.echo(dry_run_text(cfg, folder))
+            return
+        report = execute(cfg, folder, log=lambda m: console.print(f"[cyan]wsl-bench[/] {m}", highlight=False))
+    except (RunError, KeyError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
+    if report is not None:
+        _print_summary(folder, cfg)
+        console.print(f"report: {report}")
+
+
+def _print_summary(folder: Path, cfg: dict) -> None:
+    import json
+
+    table = Table(title=f"macro IoU accuracy ({cfg['score']['policy']})")
+    table.add_column("method")
+    for t in ("0.1", "0.3", "0.5"):
+        table.add_column(f"T(IoU)={t}", justify="right")
+    for m in cfg["methods_order"]:
+        path = folder / "scores" / m / "summary.json"
+        if not path.exists():
+            continue
+        macro = json.loads(path.read_text()).get("iou_acc", {}).get("macro", {})
+        table.add_row(m, *[f"{macro[t]:.3f}" if isinstance(macro.get(t), (int, float)) else "–" for t in ("0.1", "0.3", "0.5")])
+    console.print(table)
+
+
+def explain_command(
+    image: Path = typer.Argument(..., help="A chest X-ray (PNG/JPEG, any size; colour is converted to grey)."),
+    run: Path = typer.Option(..., "--run", help="A finished run folder (it holds the trained method)."),
+    method: str = typer.Option(..., "--method", help="A method of that run, e.g. gradcam."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output PNG (default: <image>.<method>.png)."),
+    tau: float = typer.Option(0.5, "--tau", help="Box threshold on the min-max normalised map (largest component)."),
+) -> None:
+    """Draw one image's heatmaps and boxes for the 8 box findings with a trained method.
+
+    Example: wsl-bench explain --run runs/quick --method gradcam chest.png --out chest.gradcam.png
+    """
+    try:
+        path = explain_image(run, method, image, out or image.with_name(f"{image.stem}.{method}.png"), tau=tau)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
+    console.print(f"wrote {path}")
+
+
+def explain_image(run_dir: Path, method_name: str, image_path: Path, out: Path, tau: float = 0.5) -> Path:
+    """Load `method_name` from `run_dir`, explain one image file, and save a panel per box finding."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+    import yaml
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    from wsl_bench.io import atomic_path
+    from wsl_bench.labels import BOX_FINDING_INDICES, BOX_FINDINGS
+    from wsl_bench.localize import prepare, threshold
+    from wsl_bench.methods import create_method
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} is missing; is {run_dir} a wsl-bench run folder? Make one with `wsl-bench run`")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    if method_name not in cfg.get("methods", {}):
+        raise ValueError(f"method {method_name!r} is not part of run {run_dir}; it has: {', '.join(cfg.get('methods', {}))}")
+    manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
+    if not manifest.get("stages", {}).get(f"fit/{method_name}", {}).get("done"):
+        raise ValueError(f"{method_name} has not finished training in {run_dir}; finish the run with `wsl-bench run --out {run_dir}`")
+    if not Path(image_path).is_file():
+        raise FileNotFoundError(f"image {image_path} does not exist")
+    try:
+        with Image.open(image_path) as im:
+            im.draft("L", (2048, 2048))
+            grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    except OSError as exc:
+        raise ValueError(f"{image_path} is not a readable image ({exc})") from None
+    spec = cfg["methods"][method_name]
+    method = create_method(spec["registry"], spec["config"])
+    method.name = method_name
+    method.load(run_dir / "checkpoints" / method_name)
+    size = int(cfg["data"]["image_size"])
+    x = torch.nn.functional.interpolate(torch.from_numpy(grey)[None, None], size=(size, size), mode="area")
+    probs = method.predict(x).detach().float()[0].numpy()
+    maps = method.explain(x, list(BOX_FINDING_INDICES)).detach().float()[0].numpy()
+    policy = threshold(tau, "largest")
+    h, w = grey.shape
+    fig, axes = plt.subplots(2, 4, figsize=(16, 8.6))
+    for ax, label, ci, m in zip(axes.flat, BOX_FINDINGS, BOX_FINDING_INDICES, maps):
+        norm, informative = prepare(m, (h, w))
+        ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(norm, cmap="jet", alpha=0.35, vmin=0, vmax=1)
+        for x0, y0, x1, y1 in policy.candidates(norm, informative).boxes:
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=2))
+        ax.set_title(f"{label}  p={probs[ci]:.2f}")
+        ax.axis("off")
+    fig.suptitle(f"{method_name} on {Path(image_path).name} (boxes: largest component above tau={tau})")
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return Path(out)
+
+
+def methods_command() -> None:
+    """List every registered method with a one-line description and its paper.
+
+    Example: wsl-bench methods
+    """
+    from wsl_bench.methods import available_methods, load_entry_points
+
+    methods = available_methods()
+    table = Table(title=f"{len(methods)} registered methods")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    table.add_column("paper")
+    for name, info in methods.items():
+        table.add_row(name, info.description, info.paper or "")
+    Console().print(table)
+    for err in load_entry_points(force=False) or []:
+        console.print(f"[yellow]warning:[/] {err}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the `wsl-bench` app."""
+    """Add `run`, `explain` and `methods` to the `wsl-bench` app."""
+    app.command("run")(run_command)
+    app.command("explain")(explain_command)
+    app.command("methods")(methods_command)

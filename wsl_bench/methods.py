@@ -97,6 +97,7 @@ class MethodInfo:
 
 _REGISTRY: dict[str, MethodInfo] = {}
 _ENTRY_POINTS_LOADED = False
+_ENTRY_POINT_ERRORS: list[str] = []
 
 
 def register_method(name: str, **defaults: Any) -> Callable[[type[Method]], type[Method]]:
@@ -123,10 +124,10 @@ def register_method(name: str, **defaults: Any) -> Callable[[type[Method]], type
 
 
 def load_entry_points(force: bool = False) -> list[str]:
-    """Import every module of the `wsl_bench.methods` entry-point group; returns load errors."""
+    """Import every module of the `wsl_bench.methods` entry-point group; returns the load errors (kept)."""
     global _ENTRY_POINTS_LOADED
     if _ENTRY_POINTS_LOADED and not force:
-        return []
+        return list(_ENTRY_POINT_ERRORS)
     errors = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -134,6 +135,7 @@ def load_entry_points(force: bool = False) -> list[str]:
         except Exception as exc:  # a broken plug-in must not take the suite down
             errors.append(f"entry point {ep.name!r} ({ep.value}): {type(exc).__name__}: {exc}")
     _ENTRY_POINTS_LOADED = True
+    _ENTRY_POINT_ERRORS[:] = errors
     return errors
 
 

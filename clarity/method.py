@@ -1,0 +1,174 @@
+"""The `clarity` method (and the paper's named configurations) for the wsl-bench registry.
+
+fit: DINO stage (cached in the run folder) -> ConvNeXtV2 teacher (cached) -> CLARiTy training
+through the harness's `train_module`. explain: one forward pass gives all 14 class maps.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from wsl_bench.io import atomic_path, write_json
+from wsl_bench.labels import FINDINGS
+from wsl_bench.methods import FitContext, Method, register_method
+
+from .config import ClarityConfig
+from .model import ClarityNet
+from .segmentcam import fuse_maps
+
+WEIGHTS = "model.safetensors"
+CONFIG = "clarity_config.json"
+
+PAPER = "Statheros, Wang, Klein. CLARiTy: Class Localizing and Attention Refining Image Transformer. arXiv 2512.16700 (2025)"
+
+
+class Clarity(Method):
+    """CLARiTy: ViT with 14 class tokens, attention pooling, SegmentCAM, ConvNeXtV2 distillation, DINO."""
+
+    paper = PAPER
+    trainable = True
+    presets = {
+        # SynthCXR at 128 px on 2 CPU cores: a 6-block ViT-Tiny (8x8 patch grid), ConvNeXtV2-atto
+        # teacher, a short DINO stage; the whole fit (teacher + DINO + CLARiTy) takes ~5 min.
+        "quick": {
+            "preset_arch": "t16-128", "epochs": 6, "batch_size": 32, "lr": 1e-3, "segcam_hidden": 96,
+            "teacher": "convnextv2_atto", "teacher_epochs": 3, "teacher_batch_size": 32, "teacher_lr": 2e-3,
+            "dino_epochs": 1, "dino_batch_size": 32, "dino_local_crops": 2, "dino_local_size": 48,
+            "dino_out_dim": 512, "dino_momentum": 0.97, "dino_lr": 5e-4,
+        },
+        # NIH at 512 px on GPUs: ViT-S/16 at 512 (CLARiTy-S-16-512), ConvNeXtV2-B teacher.
+        "paper": {
+            "preset_arch": "s16-512", "epochs": 30, "batch_size": 64, "lr": 5e-4, "segcam_hidden": 256,
+            "teacher": "convnextv2_base", "teacher_epochs": 20, "teacher_batch_size": 32, "teacher_lr": 2e-4,
+            "dino_epochs": 30, "dino_batch_size": 64, "dino_local_crops": 6, "dino_local_size": 96,
+            "dino_out_dim": 8192, "dino_momentum": 0.996, "dino_lr": 5e-4, "explain_batch_size": 32,
+        },
+    }
+    ablations = {
+        "segmentcam": {"segmentcam": False},
+        "dino": {"dino": "none"},
+        "orth": {"orth_weight": 0.0},
+        "attnpool": {"attn_pool": False},
+        "distill": {"distill": "none"},
+    }
+
+    def __init__(self, config: dict[str, Any] | None = None, device: str | torch.device = "cpu"):
+        super().__init__(config, device)
+        self.cfg = ClarityConfig.from_dict(self.config)
+        self.net: ClarityNet | None = None
+        self.fit_info: dict[str, Any] = {}
+
+    # -- network ----------------------------------------------------------------------------
+    def ensure_net(self) -> ClarityNet:
+        if self.net is None:
+            self.net = ClarityNet(self.cfg).to(self.device)
+        return self.net
+
+    def to(self, device):
+        super().to(device)
+        if self.net is not None:
+            self.net.to(self.device)
+        return self
+
+    # -- fit ----------------------------------------------------------------------------------
+    def fit(self, train, val, ctx: FitContext) -> None:
+        from wsl_bench.training import train_module
+
+        from .dino import get_dino_backbone, load_dino_file
+        from .priors import make_prior
+        from .teacher import get_teacher, pos_weight_of
+        from .training import ClarityModule
+
+        cfg, timings = self.cfg, {}
+        torch.manual_seed(ctx.seed)
+        net = ClarityNet(cfg)
+        started = time.perf_counter()
+        if cfg.dino == "stage":
+            net.load_backbone(get_dino_backbone(cfg, train, val, ctx), "the DINO stage")
+        elif cfg.dino == "file":
+            net.load_backbone(load_dino_file(cfg.dino_path), str(cfg.dino_path))
+        timings["dino_s"] = time.perf_counter() - started
+        teacher = None
+        if cfg.distill != "none":
+            started = time.perf_counter()
+            size = int(getattr(train, "image_size", None) or ctx.image_size)
+            teacher = get_teacher(cfg, size, train, val, ctx)
+            timings["teacher_s"] = time.perf_counter() - started
+        segmenter = None
+        if cfg.prior == "segmenter" and cfg.segmentcam:
+            from .segmenter import get_segmenter
+
+            segmenter = get_segmenter(int(getattr(train, "image_size", None) or ctx.image_size), ctx)
+        prior = make_prior(cfg.prior, train, val, prior_path=cfg.prior_path, segmenter=segmenter) if cfg.segmentcam else None
+        started = time.perf_counter()
+        module = ClarityModule(net, cfg, teacher=teacher, prior=prior, pos_weight=pos_weight_of(train))
+        train_module(module, train, val, ctx, max_epochs=cfg.epochs, batch_size=cfg.batch_size)
+        timings["main_s"] = time.perf_counter() - started
+        self.net = module.net.to(self.device).eval()
+        self.fit_info = {k: round(v, 2) for k, v in timings.items()}
+        self.save(ctx.checkpoint_dir)
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.ensure_net().state_dict().items()}
+        with atomic_path(directory / WEIGHTS) as tmp:
+            save_file(state, str(tmp))
+        write_json(directory / CONFIG, {"method": self.name, "config": self.cfg.to_dict(), "fit": self.fit_info})
+
+    def load(self, directory: Path) -> None:
+        """Rebuild the network from the saved config (so it always matches its weights), then load."""
+        directory = Path(directory)
+        wfile, cfile = directory / WEIGHTS, directory / CONFIG
+        if not wfile.is_file() or not cfile.is_file():
+            raise FileNotFoundError(f"clarity: {directory} has no {WEIGHTS}/{CONFIG}; fit the method first")
+        try:
+            saved = json.loads(cfile.read_text())
+            self.cfg = ClarityConfig.from_dict(saved["config"])
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"clarity: {cfile} is not a valid CLARiTy config ({exc}); re-run fit") from None
+        self.fit_info = saved.get("fit", {})
+        self.net = ClarityNet(self.cfg)
+        self.net.load_state_dict(load_file(str(wfile)))
+        self.net.to(self.device).eval()
+
+    # -- inference ----------------------------------------------------------------------------
+    def _batches(self, images: torch.Tensor):
+        bs = max(1, int(self.cfg.explain_batch_size))
+        for s in range(0, len(images), bs):
+            yield images[s:s + bs].to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def forward_all(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities [B,14] and final maps [B,14,g,g], each batch from ONE forward pass."""
+        net = self.ensure_net().eval()
+        probs, maps = [], []
+        for x in self._batches(images):
+            out = net(x)
+            probs.append(torch.sigmoid(out["logits"].float()).cpu())
+            maps.append(fuse_maps(out, self.cfg.fusion, self.cfg.suppress).float().cpu())
+        if not probs:
+            g = net.img_size // net.patch
+            return torch.zeros(0, len(FINDINGS)), torch.zeros(0, len(FINDINGS), g, g)
+        return torch.cat(probs), torch.cat(maps)
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_all(images)[0]
+
+    def explain(self, images: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+        classes = [int(c) for c in classes]
+        bad = [c for c in classes if not 0 <= c < len(FINDINGS)]
+        if bad:
+            raise ValueError(f"clarity: class indices {bad} are outside 0..{len(FINDINGS) - 1} (FINDINGS)")
+        return self.forward_all(images)[1][:, classes]
+
+
+register_method("clarity", description="CLARiTy: class-token ViT + SegmentCAM (quick: ViT-Ti/16 at 128 px; paper: S-16-512)")(Clarity)
+register_method("clarity-s16-224", arch="s16-224", description="CLARiTy-S-16-224: ViT-S/16 at 224 px")(Clarity)
+register_method("clarity-s16-512", arch="s16-512", description="CLARiTy-S-16-512: ViT-S/16 at 512 px")(Clarity)

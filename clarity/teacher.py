@@ -1,0 +1,77 @@
+"""The ConvNeXtV2 teacher CLARiTy distils from (the abstract: "a ConvNeXtV2 teacher ... for
+efficiency"). It is trained first, through the harness's `ClassifierModule`/`train_module`, and
+cached in the run folder so every CLARiTy variant of the run reuses it (clarity/stages.py).
+
+Which ConvNeXtV2 (atto for the quick preset, base for the paper preset, as the [S] numbers suggest a
+ConvNeXt V2-B) and its training recipe are ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from wsl_bench.io import atomic_path, write_json
+from wsl_bench.labels import FINDINGS
+from wsl_bench.methods import FitContext
+
+from .config import ClarityConfig
+from .stages import data_key, is_done, stage_dir
+
+WEIGHTS = "teacher.safetensors"
+
+
+class Teacher(nn.Module):
+    """timm ConvNeXtV2 (pretrained=False, grayscale) at a fixed input size -> 14 logits."""
+
+    def __init__(self, name: str, img_size: int):
+        super().__init__()
+        if not name.startswith("convnextv2_"):
+            raise ValueError(f"clarity: teacher must be a timm convnextv2_* model, got {name!r}")
+        self.img_size = int(img_size)
+        self.net = timm.create_model(name, pretrained=False, num_classes=len(FINDINGS), in_chans=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] != self.img_size or images.shape[-2] != self.img_size:
+            images = F.interpolate(images, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        return self.net((images - 0.5) / 0.25)
+
+
+def pos_weight_of(split) -> torch.Tensor:
+    """BCE positive weights neg/pos per class, clipped to [1, 20] (the suite's baselines do the same)."""
+    labels = np.asarray(split.labels, dtype=np.float64)
+    pos = labels.sum(0)
+    return torch.tensor(np.clip((len(labels) - pos) / np.maximum(pos, 1), 1.0, 20.0), dtype=torch.float32)
+
+
+def teacher_key(cfg: ClarityConfig, img_size: int, train, ctx: FitContext) -> dict:
+    return {
+        "teacher": cfg.teacher, "epochs": cfg.teacher_epochs, "lr": cfg.teacher_lr,
+        "batch_size": cfg.teacher_batch_size, "img_size": img_size, "seed": ctx.seed, "data": data_key(train),
+    }
+
+
+def get_teacher(cfg: ClarityConfig, img_size: int, train, val, ctx: FitContext) -> Teacher:
+    """The cached teacher for this data and config, trained now if the run folder has none."""
+    from wsl_bench.training import ClassifierModule, train_module
+
+    directory = stage_dir(ctx, f"teacher-{cfg.teacher}", teacher_key(cfg, img_size, train, ctx))
+    teacher = Teacher(cfg.teacher, img_size)
+    if is_done(directory):
+        teacher.load_state_dict(load_file(directory / WEIGHTS))
+        return teacher.eval()
+    torch.manual_seed(ctx.seed)
+    teacher = Teacher(cfg.teacher, img_size)
+    module = ClassifierModule(teacher, lr=cfg.teacher_lr, weight_decay=0.05, pos_weight=pos_weight_of(train))
+    stage_ctx = replace(ctx, checkpoint_dir=directory, max_epochs=None, batch_size=None)
+    train_module(module, train, val, stage_ctx, max_epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch_size)
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp))
+    write_json(directory / "done.json", {"stage": "teacher", **teacher_key(cfg, img_size, train, ctx)})
+    return teacher.eval()
+

@@ -1,0 +1,128 @@
+"""The Lightning glue: learning, checkpoints (weights_only), exact resume, corrupt files, DDP on CPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsl_bench.methods import FitContext
+from wsl_bench.training import ClassifierModule, load_weights, mean_auroc, train_module
+from wsl_bench.training.trainer import default_precision
+
+
+def tiny_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 14))
+
+
+def _fit(tmp: Path, splits, epochs: int, **kw):
+    module = ClassifierModule(tiny_net(), lr=5e-2)
+    best = train_module(module, *splits, FitContext(checkpoint_dir=tmp), max_epochs=epochs, batch_size=16, patience=50, **kw)
+    return module, best
+
+
+def test_mean_auroc_known_answers():
+    labels = np.array([[0, 1, 1], [0, 0, 1], [1, 1, 1], [1, 0, 1]])
+    probs = np.array([[0.1, 0.9, 0.5], [0.2, 0.1, 0.5], [0.8, 0.2, 0.5], [0.9, 0.8, 0.5]])
+    # column 0 perfectly ranked (1.0), column 1: pos .9,.2 vs neg .1,.8 -> 3 of 4 pairs = 0.75; column 2 skipped
+    assert mean_auroc(probs, labels) == pytest.approx(0.875)
+    assert mean_auroc(probs, np.ones_like(labels)) == 0.5  # no column with both values
+    probs[0, 0] = np.nan  # NaN ranks lowest, never crashes
+    assert 0.0 <= mean_auroc(probs, labels) <= 1.0
+
+
+def test_trains_checkpoints_and_learns(tmp_path, tiny_splits):
+    module, best = _fit(tmp_path, tiny_splits, epochs=6)
+    assert best == tmp_path / "best.ckpt" and (tmp_path / "last.ckpt").exists()
+    assert (tmp_path / "logs" / "version_0" / "metrics.csv").exists()
+    state = torch.load(best, map_location="cpu", weights_only=True)  # data, never code
+    assert state["callbacks"]
+    val_x = tiny_splits[1].images
+    with torch.no_grad():
+        probs = torch.sigmoid(module(val_x)).numpy()
+    assert mean_auroc(probs, tiny_splits[1].labels.numpy()) > 0.9
+    fresh = ClassifierModule(tiny_net())
+    load_weights(fresh, best)
+    for a, b in zip(fresh.state_dict().values(), module.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_from_last_equals_uninterrupted(tmp_path, tiny_splits):
+    straight, _ = _fit(tmp_path / "a", tiny_splits, epochs=4)
+    _fit(tmp_path / "b", tiny_splits, epochs=2)  # "killed" after 2 epochs
+    resumed, _ = _fit(tmp_path / "b", tiny_splits, epochs=4)  # same call again with the full budget
+    ra = torch.load(tmp_path / "a" / "last.ckpt", weights_only=True)
+    rb = torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)
+    assert ra["global_step"] == rb["global_step"] == 4 * 6
+    for k in ra["state_dict"]:
+        assert torch.equal(ra["state_dict"][k], rb["state_dict"][k]), k
+
+
+def test_corrupt_or_code_carrying_last_ckpt_is_not_trusted(tmp_path, tiny_splits):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "last.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.warns(UserWarning, match="could not be loaded safely"):
+        _fit(tmp_path, tiny_splits, epochs=1)
+    assert (tmp_path / "last.ckpt.corrupt").exists()
+    torch.save({"state_dict": {}, "evil": Path("x")}, tmp_path / "last.ckpt")  # a pickled object, not data
+    with pytest.warns(UserWarning, match="could not be loaded safely"):
+        _fit(tmp_path, tiny_splits, epochs=1)
+
+
+def test_subclass_losses_are_used(tmp_path, tiny_splits):
+    seen = []
+
+    class Extra(ClassifierModule):
+        def compute_loss(self, batch, outputs):
+            loss, logs = super().compute_loss(batch, outputs)
+            penalty = outputs.pow(2).mean() * 1e-3
+            seen.append(float(penalty.detach()))
+            return loss + penalty, {**logs, "penalty": penalty.detach()}
+
+    train_module(Extra(tiny_net()), *tiny_splits, FitContext(checkpoint_dir=tmp_path), max_epochs=1, batch_size=32)
+    assert len(seen) >= 3  # 3 training batches + validation batches
+    log = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text()
+    assert "train_penalty" in log and "val_mean_auroc" in log
+
+
+def test_precision_defaults():
+    assert default_precision(FitContext(checkpoint_dir=Path("."), accelerator="cpu")) == "32-true"
+    assert default_precision(FitContext(checkpoint_dir=Path("."), accelerator="gpu")) == "bf16-mixed"
+    assert default_precision(FitContext(checkpoint_dir=Path("."), accelerator="gpu", precision="16-mixed")) == "16-mixed"
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from conftest import TinyLabelled
+    from wsl_bench.methods import FitContext
+    from wsl_bench.training import ClassifierModule, train_module
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 14))
+    ctx = FitContext(checkpoint_dir=Path({ck!r}), accelerator="cpu", devices=2, strategy="ddp")
+    module = ClassifierModule(net, lr=5e-2)
+    best = train_module(module, TinyLabelled(64, 0), TinyLabelled(32, 1), ctx, max_epochs=2, batch_size=8)
+    print("RANK", module.global_rank, "WORLD", module.trainer.world_size, "STEP", module.trainer.global_step, best.name)
+    """
+)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), ck=str(tmp_path / "ck")))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = sorted(l for l in proc.stdout.splitlines() if l.startswith("RANK"))
+    # 64 images / 2 ranks / batch 8 = 4 steps per epoch on each rank
+    assert lines == ["RANK 0 WORLD 2 STEP 8 best.ckpt", "RANK 1 WORLD 2 STEP 8 best.ckpt"], proc.stdout
+    state = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 8

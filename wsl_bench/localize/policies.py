@@ -1,0 +1,98 @@
+"""Heatmap -> candidate boxes: the named policies of wsl-bench.
+
+- ``wang2017`` (Wang et al., CVPR 2017): min-max normalise to 0..255, threshold at 60 and at 180,
+  one box per connected component of each binary map; all of them are candidates. We compare the
+  float map (not a uint8-rounded one): ``255*norm > 60``.
+- ``threshold``: one threshold tau on the [0,1] normalised map, ``components`` all or largest.
+- ``calibrated``: tau and the component rule chosen per class on a calibration split and frozen
+  (the dataset-level part lives in `wsl_bench.metrics.evaluator`); applied as a ``threshold`` policy.
+- ``maxboxacc``: Choe et al.'s MaxBoxAccV2 oracle sweep, tau in 0.00, 0.01, ..., 0.99, all
+  components; an upper bound, never a headline.
+
+The single-map part (this module) knows nothing about datasets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wsl_bench.localize.components import Candidates, empty_candidates, threshold_candidates
+from wsl_bench.localize.geometry import overlaps
+
+POLICY_NAMES = ("wang2017", "threshold", "calibrated", "maxboxacc")
+COMPONENT_RULES = ("all", "largest")
+WANG2017_THRESHOLDS = (60 / 255, 180 / 255)
+# Choe et al.'s cam_curve_interval 0.01: np.arange(0, 1, 0.01).
+SWEEP_GRID = tuple(round(0.01 * i, 2) for i in range(100))
+
+
+def check_rule(components: str) -> str:
+    if components not in COMPONENT_RULES:
+        raise ValueError(f"components must be one of {', '.join(COMPONENT_RULES)}, got {components!r}")
+    return components
+
+
+@dataclass(frozen=True)
+class BoxPolicy:
+    """Fixed thresholds on the [0,1]-normalised map plus a component rule."""
+
+    name: str
+    thresholds: tuple[float, ...]
+    components: str = "all"
+
+    def __post_init__(self):
+        check_rule(self.components)
+        for t in self.thresholds:
+            if not (0.0 <= float(t) < 1.0):
+                raise ValueError(f"threshold tau must be in [0, 1), got {t}")
+
+    def candidates(self, norm: np.ndarray, informative: bool = True) -> Candidates:
+        """Candidate boxes in `norm`'s pixel grid (empty for a constant map)."""
+        if not informative:
+            return empty_candidates()
+        largest = self.components == "largest"
+        c = threshold_candidates(norm, sorted(self.thresholds), need_area=largest)
+        return c.largest_per_level() if largest else c
+
+    def describe(self) -> dict:
+        return {"name": self.name, "thresholds": [float(t) for t in self.thresholds], "components": self.components}
+
+
+def wang2017() -> BoxPolicy:
+    return BoxPolicy("wang2017", WANG2017_THRESHOLDS, "all")
+
+
+def threshold(tau: float = 0.5, components: str = "all") -> BoxPolicy:
+    return BoxPolicy("threshold", (float(tau),), components)
+
+
+def sweep_overlaps(
+    norm: np.ndarray,
+    informative: bool,
+    gt_xyxy: np.ndarray,
+    image_size: tuple[int, int],
+    grid=SWEEP_GRID,
+    rules=COMPONENT_RULES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best IoU and IoBB of each gt box at every grid threshold, per rule: two arrays [rules, m, K].
+
+    `norm` may be on a coarser working grid than the image; boxes are scaled to image pixels.
+    """
+    m, k = len(gt_xyxy), len(grid)
+    iou_out = np.zeros((len(rules), m, k))
+    iobb_out = np.zeros((len(rules), m, k))
+    if not informative or m == 0:
+        return iou_out, iobb_out
+    c = threshold_candidates(norm, grid, need_area="largest" in rules)
+    c = c.scaled(image_size[1] / norm.shape[1], image_size[0] / norm.shape[0])
+    rows = np.arange(m)[:, None]
+    for i, rule in enumerate(rules):
+        cr = c.largest_per_level() if check_rule(rule) == "largest" else c
+        if len(cr) == 0:
+            continue
+        iou, iobb = overlaps(gt_xyxy, cr.boxes)
+        np.maximum.at(iou_out[i], (rows, cr.level[None, :]), iou)
+        np.maximum.at(iobb_out[i], (rows, cr.level[None, :]), iobb)
+    return iou_out, iobb_out

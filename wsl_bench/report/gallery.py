@@ -1,0 +1,275 @@
+"""Galleries: the same images for every method, and each method's best and worst cases.
+
+A tile shows the test image (from ``data/gallery.npz``), the method's heatmap for the box's class
+(from ``heatmaps/<method>.npz``) as an overlay, the ground-truth box (green) and the predicted boxes
+(method colour) that the scoring stage's localizer (`wsl_bench.localize`) draws from that heatmap
+under the run's policy. Tiles are small PNGs the HTML viewer filters; the paper figures are grids
+of the same tiles (PNG + PDF).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from wsl_bench.io import atomic_path
+from wsl_bench.labels import BOX_FINDINGS, box_to_finding
+from wsl_bench.report.runs import MethodScores, RunSet
+from wsl_bench.report.style import GT_COLOR
+
+TILE = 192  # px, side of a gallery tile
+Box = tuple[float, float, float, float]  # x, y, w, h in original-image pixels
+
+
+@dataclass(frozen=True)
+class Case:
+    """One ground-truth box shown in a gallery."""
+
+    image_id: str
+    label: str
+    box: Box
+
+    @property
+    def key(self) -> str:
+        return f"{self.image_id}::{self.label}"
+
+
+@dataclass
+class Tile:
+    method: str | None  # None: the image with its ground truth only
+    case: Case
+    kind: str  # "same", "best" or "worst"
+    path: Path  # PNG under the report folder
+    iou: float
+
+
+def select_same_cases(boxes: pd.DataFrame, per_class: int = 1, max_cases: int = 8) -> list[Case]:
+    """Representative boxes, one per class: the box of median area (deterministic, no randomness)."""
+    cases = []
+    for label in BOX_FINDINGS:
+        sub = boxes[boxes["label"] == label]
+        if sub.empty:
+            continue
+        area = (sub["w"] * sub["h"]).to_numpy()
+        order = np.argsort(np.abs(area - np.median(area)), kind="stable")[:per_class]
+        for i in order:
+            r = sub.iloc[int(i)]
+            cases.append(Case(str(r["image_id"]), str(r["label"]), (float(r["x"]), float(r["y"]), float(r["w"]), float(r["h"]))))
+    return cases[:max_cases]
+
+
+def select_extremes(per_box: pd.DataFrame, k: int = 3) -> tuple[list[Case], list[Case]]:
+    """The k best and k worst boxes of one method by best IoU (ties broken by IoBB, then id)."""
+    df = per_box.assign(image_id=per_box["image_id"].astype(str)).sort_values(
+        ["best_iou", "best_iobb", "image_id", "label"], ascending=[False, False, True, True], kind="stable"
+    )
+
+    def cases(rows: pd.DataFrame) -> list[Case]:
+        return [Case(r.image_id, r.label, (float(r.x), float(r.y), float(r.w), float(r.h))) for r in rows.itertuples()]
+
+    best = cases(df.head(k))
+    worst = cases(df.iloc[::-1].head(k))
+    return best, worst
+
+
+def _to_rgb(gray: np.ndarray) -> np.ndarray:
+    g = np.asarray(gray)
+    if g.ndim == 3:
+        g = g[..., 0] if g.shape[-1] in (1, 3, 4) else g[0]
+    if g.dtype != np.uint8:
+        lo, hi = float(np.nanmin(g)), float(np.nanmax(g))
+        g = ((g - lo) / (hi - lo + 1e-12) * 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=-1)
+
+
+def render_tile(
+    image: np.ndarray,
+    orig_size: tuple[int, int],
+    gt: Box,
+    heatmap: np.ndarray | None,
+    pred_boxes: list[Box] | None,
+    color: str,
+    side: int = TILE,
+) -> np.ndarray:
+    """RGB uint8 [side, side, 3]: image, heatmap overlay (jet, alpha 0.45), GT box green, predictions."""
+    h0, w0 = orig_size
+    base = Image.fromarray(_to_rgb(image)).resize((side, side), Image.BILINEAR)
+    rgb = np.asarray(base, dtype=np.float32) / 255.0
+    if heatmap is not None:
+        hm = np.asarray(Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F").resize((side, side), Image.BILINEAR))
+        lo, hi = float(hm.min()), float(hm.max())
+        hm = (hm - lo) / (hi - lo) if hi > lo else np.zeros_like(hm)
+        colored = matplotlib.colormaps["jet"](hm)[..., :3]
+        rgb = 0.55 * rgb + 0.45 * colored
+    out = Image.fromarray((rgb * 255).clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    sx, sy = side / w0, side / h0
+
+    def rect(b: Box, col: str, width: int) -> None:
+        x, y, w, h = b
+        draw.rectangle([x * sx, y * sy, (x + w) * sx - 1, (y + h) * sy - 1], outline=col, width=width)
+
+    for b in pred_boxes or []:
+        rect(b, color, 2)
+    rect(gt, GT_COLOR, 2)
+    return np.asarray(out)
+
+
+def save_png(arr: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="png", compress_level=6)
+    return path
+
+
+class HeatmapSource:
+    """Lazy access to one method's heatmap bundle (read once, on first use)."""
+
+    def __init__(self, m: MethodScores):
+        self.m = m
+        self._maps = None
+
+    def get(self, key: str) -> np.ndarray | None:
+        if self._maps is None:
+            path = self.m.heatmaps_path
+            if not path.is_file():
+                self._maps = {}
+            else:
+                try:
+                    from wsl_bench.heatmaps import read_bundle
+                except ImportError:  # TODO(reports): drop once the scoring room's heatmaps.py lands
+                    read_bundle = np.load
+                self._maps = read_bundle(path)
+        try:
+            return np.asarray(self._maps[key], dtype=np.float32)
+        except KeyError:
+            return None
+
+
+def build_gallery(
+    rs: RunSet,
+    out_dir: Path,
+    colors: dict[str, str],
+    boxes_for: Callable[[MethodScores, np.ndarray, tuple[int, int], str], list[Box] | None],
+    k_extremes: int = 3,
+) -> list[Tile]:
+    """Write gallery/<method>/<case>.png tiles; returns them (same images first, then best/worst)."""
+    if not rs.gallery_path.is_file():
+        return []
+    images = np.load(rs.gallery_path)
+    sizes = {}
+    if {"orig_h", "orig_w"} <= set(rs.images.columns):
+        sizes = {str(i): (int(h), int(w)) for i, h, w in zip(rs.images["image_id"], rs.images["orig_h"], rs.images["orig_w"])}
+
+    def orig_size(iid: str) -> tuple[int, int]:
+        if iid in sizes:
+            return sizes[iid]
+        h, w = images[iid].shape[:2]
+        return int(h), int(w)
+
+    sources = {n: HeatmapSource(m) for n, m in rs.methods.items()}
+    tiles: list[Tile] = []
+    iou_of = {
+        n: {f"{r.image_id}::{r.label}::{r.x:g}::{r.y:g}": float(r.best_iou) for r in m.per_box.assign(image_id=m.per_box["image_id"].astype(str)).itertuples()}
+        for n, m in rs.methods.items()
+    }
+
+    def tile(name: str | None, case: Case, kind: str) -> None:
+        if case.image_id not in images.files:
+            return
+        img, size = images[case.image_id], orig_size(case.image_id)
+        stem = f"{_slug(case.image_id)}__{_slug(case.label)}__{int(case.box[0])}_{int(case.box[1])}"
+        if name is None:
+            arr = render_tile(img, size, case.box, None, None, GT_COLOR)
+            path, iou = out_dir / "_image" / f"{stem}.png", math.nan
+        else:
+            m = rs.methods[name]
+            hm = sources[name].get(case.key)
+            preds = boxes_for(m, hm, size, case.label) if hm is not None else None
+            arr = render_tile(img, size, case.box, hm, preds, colors[name])
+            path = out_dir / _slug(name) / f"{stem}.png"
+            iou = iou_of[name].get(f"{case.image_id}::{case.label}::{case.box[0]:g}::{case.box[1]:g}", math.nan)
+        if not path.exists():
+            save_png(arr, path)
+        tiles.append(Tile(name, case, kind, path, iou))
+
+    same = select_same_cases(rs.boxes)
+    for case in same:
+        tile(None, case, "same")
+        for name in rs.methods:
+            tile(name, case, "same")
+    for name, m in rs.methods.items():
+        best, worst = select_extremes(m.per_box, k_extremes)
+        for case in best:
+            tile(name, case, "best")
+        for case in worst:
+            tile(name, case, "worst")
+    return tiles
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
+def gallery_figure(tiles: list[Tile], methods: list[str], colors: dict[str, str]) -> plt.Figure | None:
+    """Rows = the same images, columns = image + ground truth, then one column per method."""
+    same = [t for t in tiles if t.kind == "same"]
+    cases = list(dict.fromkeys(t.case for t in same))
+    if not cases:
+        return None
+    cols = [None, *methods]
+    index = {(t.method, t.case): t for t in same}
+    fig, axes = plt.subplots(len(cases), len(cols), figsize=(1.25 * len(cols), 1.3 * len(cases)), squeeze=False)
+    for r, case in enumerate(cases):
+        for c, name in enumerate(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            t = index.get((name, case))
+            if t is not None:
+                ax.imshow(np.asarray(Image.open(t.path)), interpolation="none")
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if r == 0:
+                ax.set_title("image + GT" if name is None else name, fontsize=6, color="black" if name is None else colors[name],
+                             fontweight="bold", rotation=0 if len(cols) < 8 else 30)
+            if c == 0:
+                ax.set_ylabel(box_to_finding(case.label), fontsize=6)
+            if name is not None and t is not None and not math.isnan(t.iou):
+                ax.text(0.02, 0.02, f"IoU {t.iou:.2f}", transform=ax.transAxes, fontsize=4.5, color="white",
+                        bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "lw": 0})
+    fig.subplots_adjust(wspace=0.03, hspace=0.06)
+    return fig
+
+
+def extremes_figure(tiles: list[Tile], methods: list[str], colors: dict[str, str]) -> plt.Figure | None:
+    """Rows = methods; columns = its best cases then its worst cases (by best IoU)."""
+    rows = [m for m in methods if any(t.method == m and t.kind in ("best", "worst") for t in tiles)]
+    if not rows:
+        return None
+    per = {m: [t for t in tiles if t.method == m and t.kind == "best"] + [t for t in tiles if t.method == m and t.kind == "worst"] for m in rows}
+    ncol = max(len(v) for v in per.values())
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(1.25 * ncol, 1.3 * len(rows)), squeeze=False)
+    for r, m in enumerate(rows):
+        for c in range(ncol):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if c < len(per[m]):
+                t = per[m][c]
+                ax.imshow(np.asarray(Image.open(t.path)), interpolation="none")
+                ax.set_title(f"{t.kind} · {box_to_finding(t.case.label)} · IoU {t.iou:.2f}", fontsize=4.5)
+            if c == 0:
+                ax.set_ylabel(m, fontsize=6, color=colors[m], fontweight="bold")
+    fig.subplots_adjust(wspace=0.03, hspace=0.25)
+    return fig

@@ -1,0 +1,102 @@
+"""index.html: one self-contained page (inline CSS and JS, no network) with sortable tables,
+the figures, and a gallery filterable by class, method and case set.
+
+Images are referenced by relative paths inside the report folder, so the page works from disk,
+from a web server, and inside a zip.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import jinja2
+
+from wsl_bench.io import write_text
+from wsl_bench.labels import box_to_finding
+from wsl_bench.report.gallery import Tile
+from wsl_bench.report.runs import RunSet
+from wsl_bench.report.tables import Table
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("wsl_bench.report", "templates"),
+    autoescape=jinja2.select_autoescape(["html", "j2"]),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _sort_value(v) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return ""
+    return "" if math.isnan(f) else repr(f)
+
+
+def table_context(t: Table, colors: dict[str, str], references: dict[str, bool]) -> dict:
+    """Rows of a display table with the numbers behind each cell (for sorting) and best marks."""
+    rows = []
+    prev_first = None
+    index_names = [n or "" for n in t.display.index.names]
+    for i, (key, row) in enumerate(t.display.iterrows()):
+        key = key if isinstance(key, tuple) else (key,)
+        keys = []
+        for k in key:
+            k = str(k)
+            keys.append({"text": k, "sort": k, "color": colors.get(k), "reference": references.get(k, False)})
+        cells = []
+        for j, text in enumerate(row):
+            v = t.values.iat[i, j] if t.values is not None else math.nan
+            cells.append({"text": str(text), "sort": _sort_value(v), "best": bool(t.bold.iat[i, j]) if t.bold is not None else False})
+        rows.append({"key_cells": keys, "cells": cells, "groupstart": len(key) > 1 and key[0] != prev_first and i > 0})
+        prev_first = key[0]
+    return {"name": t.name, "title": t.title, "caption": t.caption, "index_names": index_names,
+            "columns": [str(c) for c in t.display.columns], "rows": rows}
+
+
+def render_html(
+    rs: RunSet,
+    out_dir: Path,
+    tables: list[Table],
+    figures: list,
+    tiles: list[Tile],
+    colors: dict[str, str],
+    reference: str | None,
+    notes: list[str],
+    command: str,
+    provenance: list[str],
+) -> str:
+    refs = {n: m.is_reference for n, m in rs.methods.items()}
+    tile_ctx = []
+    for t in tiles:
+        tile_ctx.append(
+            {
+                "src": t.path.relative_to(out_dir).as_posix(),
+                "alt": f"{t.method or 'image'} {t.case.image_id} {t.case.label}",
+                "label": box_to_finding(t.case.label),
+                "method": t.method or "",
+                "method_text": t.method or "image + ground truth",
+                "color": colors.get(t.method) if t.method else None,
+                "kind": t.kind,
+                "image_id": t.case.image_id,
+                "iou": "" if math.isnan(t.iou) else f"{t.iou:.2f}",
+            }
+        )
+    return _ENV.get_template("index.html.j2").render(
+        command=command,
+        provenance=[p.lstrip("- ").replace("`", "") for p in provenance],
+        methods=[{"name": n, "color": colors[n], "reference": refs[n]} for n in rs.methods],
+        reference=reference,
+        notes=notes,
+        tables=[table_context(t, colors, refs) for t in tables],
+        figures=[{"stem": f.stem, "title": f.title, "caption": f.caption, "src": f.png.relative_to(out_dir).as_posix()} for f in figures],
+        tiles=tile_ctx,
+        gallery_classes=sorted({c["label"] for c in tile_ctx}),
+    )
+
+
+def write_html(path: Path, html: str) -> Path:
+    write_text(path, html)
+    return path

@@ -1,0 +1,67 @@
+"""report.md: the tables in Markdown, the figures linked, and the run's provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wsl_bench.report.runs import RunSet
+from wsl_bench.report.tables import SIG_MARK, Table, to_markdown
+
+
+def provenance_lines(rs: RunSet) -> list[str]:
+    """Run folder, policy, seed, versions and data fingerprint of each run, one bullet each."""
+    lines = []
+    for d in rs.run_dirs:
+        mf = rs.manifests.get(d, {})
+        bits = [f"`{d}`"]
+        policies = sorted({str(m.summary.get("policy", "?")) for m in rs.methods.values() if m.run_dir == d})
+        bits.append("policy " + ", ".join(policies))
+        for key, title in (("preset", "preset"), ("seed", "seed"), ("git_revision", "git"), ("data_fingerprint", "data"),
+                           ("config_hash", "config")):
+            if key in mf:
+                bits.append(f"{title} `{str(mf[key])[:12]}`")
+        versions = mf.get("versions")
+        if isinstance(versions, dict) and versions:
+            bits.append("versions " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+        lines.append("- " + "; ".join(bits))
+    return lines
+
+
+def render_markdown(
+    rs: RunSet,
+    tables: list[Table],
+    figures: list[tuple[str, str]],
+    reference: str | None,
+    notes: list[str],
+    command: str,
+) -> str:
+    """The whole report.md; `figures` are (title, relative PNG path) pairs."""
+    out = [
+        "# wsl-bench report",
+        "",
+        f"Regenerate with: `{command}`",
+        "",
+        "Methods: " + ", ".join(f"`{n}`" + (" (sanity baseline)" if m.is_reference else "") for n, m in rs.methods.items()) + ".",
+        "",
+        *provenance_lines(rs),
+        "",
+    ]
+    if reference:
+        out += [
+            f"`{SIG_MARK}` marks a value that differs from the reference method `{reference}` "
+            "(paired patient bootstrap, two-sided p < 0.05). Bold: best in its column.",
+            "",
+        ]
+    out += [f"> {n}" for n in notes] + ([""] if notes else [])
+    for t in tables:
+        out += [f"## {t.title}", "", t.caption, "", to_markdown(t.display, t.bold), f"CSV: `tables/{t.name}.csv`, LaTeX: `tables/{t.name}.tex`", ""]
+    for title, rel in figures:
+        out += [f"## {title}", "", f"![{title}]({rel})", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_markdown(path: Path, text: str) -> Path:
+    from wsl_bench.io import write_text
+
+    write_text(path, text)
+    return path

@@ -1,0 +1,336 @@
+"""The report's tables: tidy long frames read from the score tables, and their paper layouts.
+
+Each table is built twice: a *long* frame (one row per method × label × threshold with value,
+CI and significance columns) written as CSV for re-analysis, and a *wide* display frame (cells like
+``0.62 [0.55, 0.69]*``) written as LaTeX booktabs, Markdown and HTML.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from wsl_bench.io import atomic_path, write_text
+from wsl_bench.labels import BOX_FINDINGS, FINDINGS, box_to_finding
+from wsl_bench.report import summary_access as sa
+from wsl_bench.report.runs import RunSet
+
+MACRO = "macro"
+SIG_MARK = "*"
+
+
+@dataclass
+class Table:
+    """One report table: tidy data for CSV, a display frame for LaTeX/Markdown/HTML, and its words."""
+
+    name: str  # file stem under tables/
+    title: str
+    caption: str
+    long: pd.DataFrame
+    display: pd.DataFrame  # string cells; index may be a MultiIndex
+    bold: pd.DataFrame | None = None  # same shape as display: True where the cell is the column's best
+    values: pd.DataFrame | None = None  # same shape as display: the numbers behind the cells (for sorting)
+
+
+def display_label(label: str) -> str:
+    """Label-file spelling for column headers (the papers' tables say "Infiltration")."""
+    return "Macro" if label == MACRO else box_to_finding(label)
+
+
+def fmt_cell(v: float, lo: float = math.nan, hi: float = math.nan, sig: bool = False, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    s = f"{v:.{digits}f}"
+    if not (math.isnan(lo) or math.isnan(hi)):
+        s += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return s + (SIG_MARK if sig else "")
+
+
+def _accuracy_long(rs: RunSet, metric: str, thresholds: tuple[str, ...], sig: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per method × label × threshold; with `sig`, the paired test's p-value and mark."""
+    rows = []
+    for name, m in rs.methods.items():
+        for t in thresholds:
+            for label in (*BOX_FINDINGS, MACRO):
+                lo, hi = sa.ci(m.summary, metric, label, t)
+                rows.append(
+                    dict(method=name, label=label, threshold=t, value=sa.value(m.summary, metric, label, t), ci_low=lo, ci_high=hi)
+                )
+    long = pd.DataFrame(rows)
+    if sig is not None and not sig.empty:
+        s = sig[sig["metric"] == metric][["method", "label", "threshold", "p_value", "significant"]]
+        long = long.merge(s, on=["method", "label", "threshold"], how="left")
+        long["significant"] = long["significant"].astype("boolean").fillna(False).astype(bool)
+    return long
+
+
+def _best_mask(display_values: pd.DataFrame, groups: pd.Index | None) -> pd.DataFrame:
+    """True at the highest value of each column (within each first-level index group, if any)."""
+    vals = display_values.astype(float)
+    if groups is None:
+        best = vals.max(axis=0)
+        return vals.eq(best, axis=1) & vals.notna()
+    out = pd.DataFrame(False, index=vals.index, columns=vals.columns)
+    for g in dict.fromkeys(groups):
+        sub = vals.loc[g]
+        mask = sub.eq(sub.max(axis=0), axis=1) & sub.notna()
+        out.loc[g] = mask.to_numpy()
+    return out
+
+
+def _wide(
+    long: pd.DataFrame,
+    row_keys: list[str],
+    col_key: str,
+    col_order: list,
+    row_order: list,
+    digits: int = 2,
+    ci_columns: set | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Pivot a long table to display cells; CIs shown only in `ci_columns` (all when None)."""
+    sig = long["significant"].fillna(False) if "significant" in long.columns else pd.Series(False, index=long.index)
+    show_ci = long[col_key].isin(ci_columns) if ci_columns is not None else pd.Series(True, index=long.index)
+    cells = long.assign(
+        cell=[
+            fmt_cell(v, lo if c else math.nan, hi if c else math.nan, bool(s), digits)
+            for v, lo, hi, s, c in zip(long["value"], long["ci_low"], long["ci_high"], sig, show_ci)
+        ]
+    )
+    display = cells.pivot(index=row_keys, columns=col_key, values="cell")
+    values = cells.pivot(index=row_keys, columns=col_key, values="value")
+    display = display.reindex(index=row_order, columns=col_order)
+    values = values.reindex(index=row_order, columns=col_order)
+    groups = display.index.get_level_values(0) if len(row_keys) > 1 else None
+    return display, _best_mask(values, groups), values
+
+
+def iou_table(rs: RunSet, sig: pd.DataFrame | None = None) -> Table:
+    """IoU accuracy per class × T(IoU) 0.1–0.7 with the macro mean (Li et al. 2018 layout)."""
+    long = _accuracy_long(rs, "iou_acc", sa.IOU_THRESHOLDS, sig)
+    rows = [(t, m) for t in sa.IOU_THRESHOLDS for m in rs.methods]
+    display, bold, values = _wide(long, ["threshold", "method"], "label", [*BOX_FINDINGS, MACRO], rows, ci_columns={MACRO})
+    display = display.rename(columns=display_label).rename_axis(index=["T(IoU)", "Method"], columns=None)
+    bold.columns = values.columns = display.columns
+    return Table(
+        "iou_accuracy",
+        "IoU accuracy per class",
+        "Fraction of ground-truth boxes whose best candidate box has IoU > T(IoU), per class and macro "
+        "(mean over classes); 95 % bootstrap CI of the macro in brackets (per-class CIs in the CSV).",
+        long,
+        display,
+        bold,
+        values,
+    )
+
+
+def macro_table(rs: RunSet, sig: pd.DataFrame | None = None) -> Table:
+    """The headline: macro IoU accuracy at every T(IoU) with its 95 % CI, one row per method."""
+    long = _accuracy_long(rs, "iou_acc", sa.IOU_THRESHOLDS, sig)
+    long = long[long["label"] == MACRO].reset_index(drop=True)
+    display, bold, values = _wide(long, ["method"], "threshold", list(sa.IOU_THRESHOLDS), list(rs.methods))
+    display = display.rename(columns=lambda t: f"T(IoU)={t}").rename_axis(index="Method", columns=None)
+    bold.columns = values.columns = display.columns
+    return Table(
+        "macro_iou_accuracy",
+        "Macro IoU accuracy (headline)",
+        "Mean over the 8 box findings of the fraction of boxes with IoU > T(IoU); 95 % bootstrap CI in brackets.",
+        long,
+        display,
+        bold,
+        values,
+    )
+
+
+def iobb_table(rs: RunSet, sig: pd.DataFrame | None = None) -> Table:
+    """IoBB accuracy and average false positives per class, in the layout of Wang et al. 2017 Table 4."""
+    long = _accuracy_long(rs, "iobb_acc", sa.IOBB_THRESHOLDS, sig)
+    long["row"] = "Acc."
+    afp_rows = []
+    for name, m in rs.methods.items():
+        for t in sa.IOBB_THRESHOLDS:
+            for label in (*BOX_FINDINGS, MACRO):
+                v = sa.value(m.summary, "afp", label, t)
+                if math.isnan(v):
+                    v = sa.value(m.summary, "afp", label)
+                afp_rows.append(dict(method=name, label=label, threshold=t, value=v, ci_low=math.nan, ci_high=math.nan, row="AFP"))
+    afp = pd.DataFrame(afp_rows)
+    has_afp = afp["value"].notna().any()
+    both = pd.concat([long, afp], ignore_index=True) if has_afp else long
+    kinds = ("Acc.", "AFP") if has_afp else ("Acc.",)
+    rows = [(t, m, k) for t in sa.IOBB_THRESHOLDS for m in rs.methods for k in kinds]
+    display, bold, values = _wide(both, ["threshold", "method", "row"], "label", [*BOX_FINDINGS, MACRO], rows, ci_columns={MACRO})
+    display = display.rename(columns=display_label).rename_axis(index=["T(IoBB)", "Method", ""], columns=None)
+    bold.columns = values.columns = display.columns
+    if has_afp:  # fewer false positives is better, and a bold AFP would read as "best accuracy"
+        bold.loc[np.asarray(display.index.get_level_values(2) == "AFP")] = False
+    return Table(
+        "iobb_accuracy",
+        "IoBB accuracy (Wang et al. 2017, Table 4 layout)",
+        "Acc.: fraction of ground-truth boxes with IoBB (intersection over the predicted box) > T(IoBB)"
+        + ("; AFP: average false-positive boxes per image." if has_afp else "."),
+        both,
+        display,
+        bold,
+        values,
+    )
+
+
+def size_table(rs: RunSet) -> Table:
+    """Macro IoU accuracy per ground-truth box size bin (small/medium/large area fraction)."""
+    rows = []
+    for name, m in rs.methods.items():
+        for b in sa.size_bins(m.summary):
+            for t in sa.IOU_THRESHOLDS:
+                v, lo, hi = sa.by_size(m.summary, b, "iou_acc", MACRO, t)
+                n = int((m.per_box["size_bin"].astype(str) == b).sum())
+                rows.append(dict(method=name, size_bin=b, label=MACRO, threshold=t, value=v, ci_low=lo, ci_high=hi, n_boxes=n))
+    long = pd.DataFrame(rows, columns=["method", "size_bin", "label", "threshold", "value", "ci_low", "ci_high", "n_boxes"])
+    bins = list(dict.fromkeys(long["size_bin"])) if len(long) else []
+    rows_order = [(t, m) for t in sa.IOU_THRESHOLDS for m in rs.methods]
+    display, bold, values = _wide(long, ["threshold", "method"], "size_bin", bins, rows_order)
+    counts = long.drop_duplicates("size_bin").set_index("size_bin")["n_boxes"] if len(long) else {}
+    display = display.rename(columns=lambda b: f"{b} (n={counts[b]})").rename_axis(index=["T(IoU)", "Method"], columns=None)
+    bold.columns = values.columns = display.columns
+    return Table(
+        "size_bins",
+        "IoU accuracy by box size",
+        "Macro IoU accuracy per ground-truth box size (box area as a fraction of the image).",
+        long,
+        display,
+        bold,
+        values,
+    )
+
+
+def auroc_table(rs: RunSet) -> Table | None:
+    """Classification AUROC per finding (14) and their mean; None when no method has AUROCs."""
+    rows = []
+    for name, m in rs.methods.items():
+        for label in (*FINDINGS, "mean"):
+            v = sa.value(m.summary, "auroc", label)
+            if math.isnan(v) and label == "mean":
+                v = sa.value(m.summary, "auroc", MACRO)
+            lo, hi = sa.ci(m.summary, "auroc", label)
+            rows.append(dict(method=name, label=label, threshold="", value=v, ci_low=lo, ci_high=hi))
+    long = pd.DataFrame(rows)
+    if long["value"].isna().all():
+        return None
+    display, bold, values = _wide(long, ["method"], "label", [*FINDINGS, "mean"], list(rs.methods), digits=3)
+    display = display.rename(columns=lambda c: "Mean" if c == "mean" else c.replace("_", " ")).rename_axis(index="Method", columns=None)
+    bold.columns = values.columns = display.columns
+    return Table(
+        "auroc",
+        "Classification AUROC",
+        "Area under the ROC curve per finding on the test split, and the mean over the 14 findings.",
+        long,
+        display,
+        bold,
+        values,
+    )
+
+
+RUNTIME_FIELDS = (
+    ("n_params", "Parameters", lambda v: f"{v / 1e6:.2f} M" if v >= 1e4 else f"{int(v)}"),
+    ("fit_s", "Fit (s)", lambda v: f"{v:.1f}"),
+    ("explain_s", "Explain (s)", lambda v: f"{v:.1f}"),
+    ("heatmaps_per_s", "Heatmaps / s", lambda v: f"{v:.1f}"),
+)
+
+
+def runtime_table(rs: RunSet) -> Table:
+    """Parameters, training and explanation time, and heatmap throughput from the manifests."""
+    rows = []
+    for name, m in rs.methods.items():
+        row = {"method": name}
+        for key, _, _ in RUNTIME_FIELDS:
+            try:
+                row[key] = float(m.timings.get(key))
+            except (TypeError, ValueError):
+                row[key] = math.nan
+        rows.append(row)
+    long = pd.DataFrame(rows, columns=["method", *(k for k, _, _ in RUNTIME_FIELDS)])
+    display = pd.DataFrame(
+        {title: [("–" if math.isnan(v) else f(v)) for v in long[key]] for key, title, f in RUNTIME_FIELDS},
+        index=pd.Index(long["method"], name="Method"),
+    )
+    values = long.set_index("method")[[k for k, _, _ in RUNTIME_FIELDS]]
+    hw = {str(mf.get("device", mf.get("hardware", ""))) for mf in rs.manifests.values()} - {""}
+    return Table(
+        "runtime",
+        "Runtime and size",
+        "Trainable parameters, wall-clock fit and explanation time, and heatmaps per second"
+        + (f" on {', '.join(sorted(hw))}" if hw else "")
+        + " (from the run manifest).",
+        long,
+        display,
+        None,
+        values,
+    )
+
+
+# -- writers ---------------------------------------------------------------------------------
+
+
+def to_markdown(display: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
+    """A GitHub-flavoured Markdown table; index levels become leading columns, bold marks the best."""
+    idx_names = [n or "" for n in display.index.names]
+    header = [*idx_names, *map(str, display.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(idx_names) + ["---:"] * len(display.columns)) + "|"]
+    prev: tuple = ()
+    for i, (key, row) in enumerate(display.iterrows()):
+        key = key if isinstance(key, tuple) else (key,)
+        shown = [("" if prev[: j + 1] == key[: j + 1] else str(k)) for j, k in enumerate(key)] if len(key) > 1 else [str(key[0])]
+        prev = key
+        cells = []
+        for j, c in enumerate(row):
+            c = str(c).replace("|", "\\|")
+            if bold is not None and bool(bold.iat[i, j]) and c != "–":
+                c = f"**{c}**"
+            cells.append(c)
+        lines.append("| " + " | ".join([*shown, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _latex_escape(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("–", "--")):
+        s = s.replace(a, b)
+    return s
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs table (\\toprule/\\midrule/\\bottomrule) with the best value per column in bold."""
+    disp = table.display.copy()
+    disp = disp.map(lambda c: _latex_escape(str(c)))
+    if table.bold is not None:
+        disp = disp.where(~table.bold.to_numpy(dtype=bool), disp.map(lambda c: r"\textbf{" + c + "}"))
+    disp.columns = [_latex_escape(str(c)) for c in disp.columns]
+    disp.index = disp.index.set_names([_latex_escape(str(n)) if n else None for n in disp.index.names])
+    if isinstance(disp.index, pd.MultiIndex):
+        disp.index = pd.MultiIndex.from_tuples([tuple(_latex_escape(str(k)) for k in key) for key in disp.index], names=disp.index.names)
+    else:
+        disp.index = pd.Index([_latex_escape(str(k)) for k in disp.index], name=disp.index.name)
+    body = disp.style.to_latex(
+        hrules=True,
+        column_format="l" * disp.index.nlevels + "r" * disp.shape[1],
+        multirow_align="t",
+        clines="skip-last;data" if isinstance(disp.index, pd.MultiIndex) else None,
+        caption=_latex_escape(table.caption),
+        label=f"tab:{table.name}",
+        position="t",
+        environment="table*",
+    )
+    return "% Needs \\usepackage{booktabs,multirow}. Generated by wsl-bench report.\n" + body
+
+
+def write_table(table: Table, out_dir: Path) -> dict[str, Path]:
+    """Write tables/<name>.csv (tidy) and tables/<name>.tex (booktabs); returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, tex_path = out_dir / f"{table.name}.csv", out_dir / f"{table.name}.tex"
+    with atomic_path(csv_path) as tmp:
+        table.long.to_csv(tmp, index=False, float_format="%.6g")
+    write_text(tex_path, to_latex(table))
+    return {"csv": csv_path, "tex": tex_path}

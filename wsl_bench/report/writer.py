@@ -1,0 +1,184 @@
+"""`write_report`: the report stage. Reads score tables from run folders, writes report/ files."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from wsl_bench.io import atomic_path, write_text
+from wsl_bench.labels import BOX_FINDINGS
+from wsl_bench.report import figures as F
+from wsl_bench.report import gallery as G
+from wsl_bench.report import summary_access as sa
+from wsl_bench.report import tables as T
+from wsl_bench.report.html import render_html
+from wsl_bench.report.markdown import provenance_lines, render_markdown
+from wsl_bench.report.runs import ReportInputError, RunSet, load_runs
+from wsl_bench.report.style import method_colors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Figure:
+    stem: str
+    title: str
+    caption: str
+    png: Path
+
+
+def build_tables(rs: RunSet, sig: pd.DataFrame | None = None) -> list[T.Table]:
+    """Every table of the report, in reading order (AUROC only when the scorer gave AUROCs)."""
+    out = [T.macro_table(rs, sig), T.iou_table(rs, sig), T.iobb_table(rs, sig), T.size_table(rs)]
+    auroc = T.auroc_table(rs)
+    if auroc is not None:
+        out.append(auroc)
+    out.append(T.runtime_table(rs))
+    return out
+
+
+def add_significance(rs: RunSet, reference: str, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """Paired patient-bootstrap comparisons of every method against `reference` (IoU and IoBB accuracy).
+
+    Returns a tidy frame (method, metric, label, threshold, diff, ci_low, ci_high, p_value, significant)
+    and notes for the report (e.g. why no test could be run).
+    """
+    from wsl_bench.report.scoring_api import paired_comparison
+
+    if not rs.same_data:
+        return pd.DataFrame(), ["The runs scored different boxes, so no paired test against the reference was made."]
+    ref = rs.methods[reference]
+    rows = []
+    for name, m in rs.methods.items():
+        if name == reference:
+            continue
+        for metric, thresholds in (("iou", sa.IOU_THRESHOLDS), ("iobb", sa.IOBB_THRESHOLDS)):
+            for t in thresholds:
+                for label in (*BOX_FINDINGS, T.MACRO):
+                    if not (m.per_box["label"] == label).any() and label != T.MACRO:
+                        continue
+                    c = paired_comparison(m.per_box, ref.per_box, metric, float(t), None if label == T.MACRO else label,
+                                          rs.patients or None, n_boot, seed)
+                    rows.append(dict(method=name, reference=reference, metric=f"{metric}_acc", label=label, threshold=t,
+                                     diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value, significant=c.significant))
+    return pd.DataFrame(rows), []
+
+
+def build_figures(rs: RunSet, tables: list[T.Table], out_dir: Path, colors: dict[str, str]) -> list[Figure]:
+    """Accuracy curves (IoU and IoBB), per-size bars and the class matrix, as PNG + PDF."""
+    by_name = {t.name: t for t in tables}
+    refs = {n: m.is_reference for n, m in rs.methods.items()}
+    out = []
+    iou = by_name["iou_accuracy"].long
+    out.append(Figure("iou_curves", "IoU accuracy vs T(IoU)", "Per class and macro; shaded: 95 % bootstrap CI.",
+                      F.save_figure(F.accuracy_curves(iou, colors, refs, "T(IoU)"), out_dir, "iou_curves")))
+    iobb = by_name["iobb_accuracy"].long
+    iobb = iobb[iobb["row"] == "Acc."]
+    out.append(Figure("iobb_curves", "IoBB accuracy vs T(IoBB)", "Per class and macro; shaded: 95 % bootstrap CI.",
+                      F.save_figure(F.accuracy_curves(iobb, colors, refs, "T(IoBB)"), out_dir, "iobb_curves")))
+    size = by_name["size_bins"].long
+    if len(size):
+        out.append(Figure("size_bars", "IoU accuracy by box size", "Macro IoU accuracy per ground-truth size bin; whiskers: 95 % CI.",
+                          F.save_figure(F.size_bars(size, colors), out_dir, "size_bars")))
+    out.append(Figure("class_matrix", f"Method × class at T(IoU) = {sa.HEADLINE_IOU}", "IoU accuracy per method and class.",
+                      F.save_figure(F.class_matrix(iou, colors), out_dir, "class_matrix")))
+    return out
+
+
+def build_gallery(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> tuple[list[G.Tile], list[Figure], list[str]]:
+    """Gallery tiles (for the HTML) and the two gallery figures (same images; best and worst)."""
+    from wsl_bench.report.scoring_api import predicted_boxes
+
+    notes: list[str] = []
+    failed: set[str] = set()
+
+    def boxes_for(m, heatmap, size, label):
+        if m.name in failed:
+            return None
+        try:
+            return predicted_boxes(m, heatmap, size, label)
+        except ImportError as exc:
+            failed.add(m.name)
+            if not any("predicted boxes" in n for n in notes):
+                notes.append(f"Galleries show no predicted boxes: the localizer is unavailable ({exc}).")
+            return None
+
+    if not rs.gallery_path.is_file():
+        return [], [], [f"No gallery: {rs.gallery_path} is missing."]
+    tiles = G.build_gallery(rs, out_dir / "gallery", colors, boxes_for)
+    figs = []
+    fig = G.gallery_figure(tiles, rs.names, colors)
+    if fig is not None:
+        figs.append(Figure("gallery_same_images", "Gallery: the same images for every method",
+                           "Heatmap overlay, ground truth (green), predicted boxes (method colour).",
+                           F.save_figure(fig, out_dir / "figures", "gallery_same_images")))
+    fig = G.extremes_figure(tiles, rs.names, colors)
+    if fig is not None:
+        figs.append(Figure("gallery_best_worst", "Gallery: best and worst cases per method",
+                           "Each method's highest and lowest best-IoU boxes.",
+                           F.save_figure(fig, out_dir / "figures", "gallery_best_worst")))
+    return tiles, figs, notes
+
+
+def regenerate_command(run_dirs: list[Path], out_dir: Path, reference: str | None) -> str:
+    parts = ["wsl-bench", "report", *map(str, run_dirs), "--out", str(out_dir)]
+    if reference:
+        parts += ["--reference", reference]
+    return shlex.join(parts)
+
+
+def default_reference(rs: RunSet) -> str | None:
+    """The first method the run was asked for (usually the proposed one), None with a single method."""
+    return rs.names[0] if len(rs.names) > 1 else None
+
+
+def write_report(run_dirs: list[Path], out_dir: Path, reference: str | None = None, n_boot: int = 1000, seed: int = 0) -> Path:
+    """Write report.md, index.html, tables/ and figures/ under `out_dir`; returns the report.md path.
+
+    `reference` is the method every other one is tested against (paired patient bootstrap);
+    default: the first method of the first run.
+    """
+    run_dirs = [Path(d) for d in run_dirs]
+    out_dir = Path(out_dir)
+    rs = load_runs(run_dirs)
+    if reference is not None and reference not in rs.methods:
+        raise ReportInputError(f"--reference {reference!r} is not a method of these runs; choose one of {', '.join(rs.methods)}")
+    command = regenerate_command(run_dirs, out_dir, reference)
+    reference = reference or default_reference(rs)
+    colors = method_colors(rs.names, {n: m.is_reference for n, m in rs.methods.items()})
+    notes: list[str] = []
+    missing_refs = [r for r in ("prior-center", "prior-lung", "random") if not any(m.method == r for m in rs.methods.values())]
+    if missing_refs:
+        notes.append(f"Sanity baselines missing from these runs: {', '.join(missing_refs)} (add them with --methods).")
+
+    sig = pd.DataFrame()
+    if reference is not None:
+        try:
+            sig, more = add_significance(rs, reference, n_boot=n_boot, seed=seed)
+            notes += more
+        except ImportError as exc:
+            notes.append(f"No significance marks: the paired bootstrap is unavailable ({exc}).")
+            reference = None
+    tables = build_tables(rs, sig)
+    if not sig.empty:
+        with atomic_path(out_dir / "tables" / "significance.csv") as tmp:
+            sig.to_csv(tmp, index=False, float_format="%.6g")
+    for t in tables:
+        T.write_table(t, out_dir / "tables")
+
+    figures = build_figures(rs, tables, out_dir / "figures", colors)
+    tiles, gfigs, gnotes = build_gallery(rs, out_dir, colors)
+    figures += gfigs
+    notes += gnotes
+
+    provenance = provenance_lines(rs)
+    md = render_markdown(rs, tables, [(f.title, f"figures/{f.png.name}") for f in figures], reference, notes, command)
+    write_text(out_dir / "index.html", render_html(rs, out_dir, tables, figures, tiles, colors, reference, notes, command, provenance))
+    path = out_dir / "report.md"
+    write_text(path, md)
+    return path
+

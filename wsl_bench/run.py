@@ -1,0 +1,735 @@
+"""A benchmark run: data -> fit -> explain -> score -> report, into one resumable run folder.
+
+Each stage has a key (a hash of its config and of the checksums of what it reads). A stage is skipped when
+the manifest records it done under the same key and its output files still match their checksums; otherwise
+it is redone from scratch (its old outputs removed first), so a folder made by an older config is never
+silently reused, and a truncated file is redone, not trusted. Explain writes one shard per batch and resumes
+from the shards; fit resumes from Lightning's `last.ckpt`. A lock file keeps two runs out of one folder.
+
+Layout (contract 5 in the brief): config.yaml, manifest.json, data/{images.csv,boxes.csv,gallery.npz},
+checkpoints/<method>/, heatmaps/<method>.npz + <method>.probs.csv, scores/<method>/{per_box.csv,summary.json},
+report/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from wsl_bench.io import atomic_path, sha256_file, write_json, write_text
+from wsl_bench.labels import BOX_FINDING_INDICES, BOX_FINDINGS, FINDINGS
+from wsl_bench.methods import FitContext, create_method, get_method_info, resolve_config
+
+REFERENCE_METHODS: tuple[str, ...] = ("prior-center", "prior-lung", "random")
+DEFAULT_METHODS: tuple[str, ...] = ("clarity", "gradcam")
+STAGES = ("data", "fit", "explain", "score", "report")
+
+# Run presets: data, the method preset each maps to, and stage settings. `tiny` is for tests and smoke runs.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "method_preset": "quick",
+        "data": {"name": "synth", "image_size": 128},
+        "fit": {"max_epochs": None, "batch_size": None, "num_workers": 0},
+        "explain": {"batch_size": 32},
+        "score": {"policy": "wang2017", "n_boot": 1000},
+    },
+    "paper": {
+        "method_preset": "paper",
+        "data": {"name": "nih", "image_size": 224, "val_fraction": 0.1, "skip_bad": False},
+        "fit": {"max_epochs": None, "batch_size": None, "num_workers": 8},
+        "explain": {"batch_size": 64},
+        "score": {"policy": "wang2017", "n_boot": 1000},
+    },
+    "tiny": {
+        "method_preset": "quick",
+        "data": {"name": "synth", "image_size": 32, "generate_size": 64, "n_train": 160, "n_val": 48, "n_test": 64},
+        "fit": {"max_epochs": 1, "batch_size": 32, "num_workers": 0},
+        "explain": {"batch_size": 16},
+        "score": {"policy": "wang2017", "n_boot": 50},
+    },
+}
+HASHED_SECTIONS = ("preset", "seed", "data", "methods", "fit", "explain", "score")
+
+
+class RunError(RuntimeError):
+    """A user-facing problem with a run (bad option, busy folder, missing data); the message says the fix."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------------------
+
+
+def config_hash(obj: Any) -> str:
+    """Stable hash of a JSON-able object (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """`["data.n_train=200", "methods.gradcam.lr=0.01"]` -> nested dict; values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise RunError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. --set data.n_train=200")
+        if parts[0] not in ("data", "fit", "explain", "score", "methods"):
+            raise RunError(f"--set {item!r}: unknown section {parts[0]!r}; use data, fit, explain, score or methods.<name>")
+        if parts[0] == "methods" and len(parts) < 3:
+            raise RunError(f"--set {item!r}: method settings are methods.<method>.<key>=VALUE")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@dataclass
+class MethodSpec:
+    """One method of a run: its name in the run (ablations add `-no-<component>`) and resolved config."""
+
+    name: str
+    registry: str
+    config: dict[str, Any]
+
+
+def select_methods(methods: list[str] | None, ablate: list[str] | None = None) -> list[str]:
+    """The user's methods (default: clarity, gradcam where registered) plus the sanity references."""
+    from wsl_bench.methods import available_methods
+
+    registered = available_methods()
+    if methods:
+        chosen = list(dict.fromkeys(methods))
+        for m in chosen:
+            get_method_info(m)  # clear error naming the registered methods
+    else:
+        chosen = []
+        for m in DEFAULT_METHODS:
+            if m in registered:
+                chosen.append(m)
+            else:
+                warnings.warn(f"default method {m!r} is not registered yet; running without it", stacklevel=2)
+    return chosen + [r for r in REFERENCE_METHODS if r not in chosen]
+
+
+def build_config(
+    methods: list[str] | None = None,
+    *,
+    data: str | None = None,
+    root: str | None = None,
+    preset: str = "quick",
+    seed: int = 0,
+    ablate: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    hardware: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The full, resolved run config (what config.yaml holds)."""
+    if preset not in PRESETS:
+        raise RunError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    base = copy.deepcopy(PRESETS[preset])
+    method_preset = base.pop("method_preset")
+    overrides = copy.deepcopy(overrides or {})
+    method_overrides = overrides.pop("methods", {})
+    cfg = _merge(base, overrides)
+    if data is not None and data != cfg["data"]["name"]:
+        cfg["data"] = {"name": data, "image_size": cfg["data"]["image_size"], **overrides.get("data", {})}
+        cfg["data"]["name"] = data
+        if data == "nih":
+            cfg["data"].setdefault("val_fraction", 0.1)
+            cfg["data"].setdefault("skip_bad", False)
+    if root is not None:
+        cfg["data"]["root"] = str(root)
+    if cfg["data"]["name"] not in ("synth", "nih"):
+        raise RunError(f"unknown data {cfg['data']['name']!r}; use synth or nih")
+    if cfg["data"]["name"] == "nih" and not cfg["data"].get("root"):
+        raise RunError("--data nih needs --root DIR (the ChestX-ray14 folder with images/ and the CSV files)")
+
+    names = select_methods(methods)
+    unknown = set(method_overrides) - set(names)
+    if unknown:
+        raise RunError(f"--set methods.{sorted(unknown)[0]}...: that method is not in this run ({', '.join(names)})")
+    specs: dict[str, dict[str, Any]] = {}
+    for m in names:
+        info = get_method_info(m)
+        mp = preset if preset in info.cls.presets else method_preset
+        conf = resolve_config(m, mp, method_overrides.get(m))
+        specs[m] = {"registry": m, "method_preset": mp, "config": conf}
+        for comp in ablate or []:
+            if m in REFERENCE_METHODS:
+                continue
+            if comp not in info.cls.ablations:
+                raise RunError(
+                    f"--ablate {comp}: method {m!r} has no component {comp!r}; "
+                    f"it offers: {', '.join(info.cls.ablations) or '(none)'}"
+                )
+            specs[f"{m}-no-{comp}"] = {
+                "registry": m,
+                "method_preset": mp,
+                "config": {**conf, **info.cls.ablations[comp]},
+            }
+    hw = {"accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto", **(hardware or {})}
+    return {
+        "preset": preset,
+        "seed": int(seed),
+        "data": cfg["data"],
+        "methods": specs,
+        "methods_order": list(specs),
+        "fit": cfg["fit"],
+        "explain": cfg["explain"],
+        "score": cfg["score"],
+        "hardware": hw,
+    }
+
+
+def run_config_hash(cfg: dict[str, Any]) -> str:
+    """Hash of what determines results (hardware settings excluded)."""
+    return config_hash({k: cfg[k] for k in HASHED_SECTIONS})
+
+
+# ---------------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------------
+
+
+def load_cohort(data_cfg: dict[str, Any], seed: int):
+    """Load the cohort a run config names (SynthCXR or NIH)."""
+    d = dict(data_cfg)
+    name = d.pop("name")
+    if name == "synth":
+        from wsl_bench.data.synth import SynthConfig, load_synth
+
+        d.pop("root", None)
+        return load_synth(SynthConfig.from_dict({**d, "seed": seed}))
+    from wsl_bench.data.nih import load_nih
+
+    return load_nih(
+        d.pop("root"), image_size=int(d.pop("image_size")), seed=seed, val_fraction=float(d.pop("val_fraction", 0.1)),
+        skip_bad=bool(d.pop("skip_bad", False)),
+    )
+
+
+def _gallery_image(img: torch.Tensor, max_side: int = 256) -> np.ndarray:
+    """A [B,1,S,S] float batch -> [B,s,s] uint8 with s <= max_side."""
+    if img.shape[-1] > max_side:
+        img = torch.nn.functional.interpolate(img, size=(max_side, max_side), mode="area")
+    return (img[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def write_data_stage(cohort, data_dir: Path) -> None:
+    """data/images.csv, data/boxes.csv, data/gallery.npz for the test split."""
+    from wsl_bench.data.schema import BOX_COLUMNS
+
+    test = cohort.test
+    images = pd.DataFrame(
+        {
+            "image_id": test.image_ids,
+            "patient_id": test.patient_ids,
+            "orig_h": test.orig_sizes[:, 0],
+            "orig_w": test.orig_sizes[:, 1],
+        }
+    )
+    labels = pd.DataFrame(test.labels.astype(int), columns=list(FINDINGS))
+    images = pd.concat([images, labels], axis=1)
+    with atomic_path(data_dir / "images.csv") as tmp:
+        images.to_csv(tmp, index=False)
+    with atomic_path(data_dir / "boxes.csv") as tmp:
+        test.boxes[list(BOX_COLUMNS)].to_csv(tmp, index=False)
+    idx = test.box_image_indices()
+    gallery = {}
+    for start in range(0, len(idx), 64):
+        chunk = idx[start : start + 64]
+        for i, arr in zip(chunk, _gallery_image(test.load_images(chunk))):
+            gallery[test.image_ids[int(i)]] = arr
+    with atomic_path(data_dir / "gallery.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **gallery)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the run folder: lock, manifest, stage bookkeeping
+# ---------------------------------------------------------------------------------------------------
+
+
+def is_rank_zero() -> bool:
+    """False inside the extra processes a DDP launcher starts (they only help with fit)."""
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir/.lock` (flock; released by the OS if the process dies, even on SIGKILL)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ".lock"
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise RunError(
+            f"{run_dir} is in use by another wsl-bench run ({holder}); wait for it to finish or use another --out"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {platform.node()}\n")
+    fh.flush()
+    try:
+        yield
+    finally:
+        fh.seek(0)
+        fh.truncate()
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fh.close()
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("wsl-bench", "torch", "lightning", "timm", "grad-cam", "captum", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _files_under(root: Path, base: Path, skip: Callable[[Path], bool] = lambda p: False) -> dict[str, str]:
+    """sha256 of every file under `root` (or of `root` itself), keyed relative to `base`."""
+    if root.is_file():
+        return {root.relative_to(base).as_posix(): sha256_file(root)}
+    return {
+        p.relative_to(base).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".") and not skip(p)
+    }
+
+
+@dataclass
+class Run:
+    """A run folder and its manifest."""
+
+    dir: Path
+    config: dict[str, Any]
+    manifest: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str], None] = print
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / "manifest.json"
+
+    def load_manifest(self) -> None:
+        self.manifest = {}
+        if self.manifest_path.exists():
+            try:
+                self.manifest = json.loads(self.manifest_path.read_text())
+            except ValueError:
+                self.log(f"warning: {self.manifest_path} is unreadable; every stage will be redone")
+
+    def save_manifest(self) -> None:
+        if is_rank_zero():
+            write_json(self.manifest_path, self.manifest)
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return self.manifest.setdefault("stages", {}).get(name, {})
+
+    def is_done(self, name: str, key: str) -> bool:
+        entry = self.stage(name)
+        if entry.get("key") != key or not entry.get("done"):
+            return False
+        for rel, digest in entry.get("files", {}).items():
+            path = self.dir / rel
+            if not path.is_file() or sha256_file(path) != digest:
+                self.log(f"{name}: {rel} is missing or does not match its checksum; redoing the stage")
+                return False
+        return True
+
+    def mark_done(self, name: str, key: str, files: dict[str, str], **extra: Any) -> None:
+        self.manifest.setdefault("stages", {})[name] = {"key": key, "done": True, "files": files, **extra}
+        self.save_manifest()
+
+    def files_digest(self, name: str) -> str:
+        return config_hash(self.stage(name).get("files", {}))
+
+
+# ---------------------------------------------------------------------------------------------------
+# stages
+# ---------------------------------------------------------------------------------------------------
+
+
+def _device(hw: dict[str, Any]) -> torch.device:
+    from wsl_bench.training.trainer import uses_gpu
+
+    return torch.device("cuda" if uses_gpu(str(hw.get("accelerator", "auto"))) else "cpu")
+
+
+def _n_params(method) -> int:
+    seen: dict[int, int] = {}
+    for value in vars(method).values():
+        if isinstance(value, torch.nn.Module):
+            for p in value.parameters():
+                seen[id(p)] = p.numel()
+    return int(sum(seen.values()))
+
+
+def _fit_context(run: Run, spec: dict[str, Any], ckdir: Path) -> FitContext:
+    cfg, hw = run.config, run.config["hardware"]
+    return FitContext(
+        checkpoint_dir=ckdir,
+        seed=cfg["seed"],
+        preset=spec["method_preset"],
+        image_size=int(cfg["data"]["image_size"]),
+        max_epochs=cfg["fit"].get("max_epochs"),
+        batch_size=cfg["fit"].get("batch_size"),
+        num_workers=int(cfg["fit"].get("num_workers", 0)),
+        accelerator=str(hw["accelerator"]),
+        devices=hw["devices"],
+        num_nodes=int(hw["num_nodes"]),
+        strategy=str(hw["strategy"]),
+        run_dir=run.dir,
+        extra={"progress": bool(run.config.get("progress", False))},
+    )
+
+
+def _make_method(run: Run, name: str):
+    spec = run.config["methods"][name]
+    method = create_method(spec["registry"], spec["config"], device="cpu", preset=None)
+    method.name = name
+    return method
+
+
+def fit_stage(run: Run, cohort, name: str, key: str) -> None:
+    """Fit (or resume fitting) one method into checkpoints/<name>/."""
+    spec = run.config["methods"][name]
+    ckdir = run.dir / "checkpoints" / name
+    stage_file = ckdir / "stage.json"
+    if ckdir.exists():
+        try:
+            old = json.loads(stage_file.read_text()).get("key")
+        except (OSError, ValueError):
+            old = None
+        if old != key and is_rank_zero():
+            run.log(f"fit {name}: checkpoints were made by another config; starting this fit afresh")
+            shutil.rmtree(ckdir)
+    if is_rank_zero():
+        write_json(stage_file, {"key": key, "method": name})
+    method = _make_method(run, name)
+    method.to(_device(run.config["hardware"]))
+    t0 = time.perf_counter()
+    method.fit(cohort.train, cohort.val, _fit_context(run, spec, ckdir))
+    fit_s = time.perf_counter() - t0
+    if not is_rank_zero():
+        return
+    files = _files_under(ckdir, run.dir, skip=lambda p: p.name == "stage.json" or "logs" in p.relative_to(ckdir).parts)
+    run.manifest.setdefault("timings", {}).setdefault(name, {}).update({"fit_s": round(fit_s, 3), "n_params": _n_params(method)})
+    run.mark_done(f"fit/{name}", key, files)
+
+
+def _explain_order(test) -> tuple[np.ndarray, int]:
+    """Box images first (they get maps), then the rest (probs only); returns (order, n_box)."""
+    box = test.box_image_indices()
+    rest = np.setdiff1d(np.arange(len(test)), box)
+    return np.concatenate([box, rest]).astype(np.int64), len(box)
+
+
+def explain_stage(run: Run, cohort, name: str, key: str) -> None:
+    """Maps of the 8 box findings for every box image and probs for every test image, one shard per batch."""
+    from wsl_bench.heatmaps import bundle_key, write_bundle
+
+    test = cohort.test
+    hdir = run.dir / "heatmaps"
+    parts = hdir / f"{name}.parts" / key[:16]
+    for old in (hdir / f"{name}.parts").glob("*"):
+        if old != parts:
+            shutil.rmtree(old, ignore_errors=True)
+    parts.mkdir(parents=True, exist_ok=True)
+
+    method = _make_method(run, name)
+    method.load(run.dir / "checkpoints" / name)
+    device = _device(run.config["hardware"])
+    method.to(device)
+    order, n_box = _explain_order(test)
+    bs = int(run.config["explain"]["batch_size"])
+    batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+    for b, idx in enumerate(batches):
+        shard = parts / f"batch_{b:06d}.npz"
+        if shard.exists():
+            try:
+                with np.load(shard, allow_pickle=False) as z:
+                    if np.array_equal(z["idx"], idx):
+                        continue
+            except Exception:  # noqa: BLE001 - a torn shard is redone
+                pass
+        images = test.load_images(idx).to(device)
+        t0 = time.perf_counter()
+        probs = method.predict(images).detach().float().cpu().numpy()
+        n_maps = min(len(idx), max(0, n_box - b * bs))
+        maps = np.zeros((0, len(BOX_FINDINGS), 1, 1), np.float32)
+        if n_maps:
+            maps = method.explain(images[:n_maps], list(BOX_FINDING_INDICES)).detach().float().cpu().numpy()
+            if maps.ndim != 4 or maps.shape[:2] != (n_maps, len(BOX_FINDINGS)):
+                raise RunError(f"{name}.explain returned shape {maps.shape}; expected [{n_maps}, 8, h, w]")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        secs = time.perf_counter() - t0
+        if probs.shape != (len(idx), len(FINDINGS)):
+            raise RunError(f"{name}.predict returned shape {probs.shape}; expected [{len(idx)}, {len(FINDINGS)}]")
+        with atomic_path(shard) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, idx=idx, probs=probs, maps=maps, n_maps=n_maps, seconds=secs)
+
+    maps_out: dict[str, np.ndarray] = {}
+    probs_rows = np.zeros((len(order), len(FINDINGS)), np.float32)
+    map_seconds = total_seconds = 0.0
+    pos = 0
+    for b, idx in enumerate(batches):
+        with np.load(parts / f"batch_{b:06d}.npz", allow_pickle=False) as z:
+            probs_rows[pos : pos + len(idx)] = z["probs"]
+            pos += len(idx)
+            total_seconds += float(z["seconds"])
+            if int(z["n_maps"]):
+                map_seconds += float(z["seconds"])
+                for j, i in enumerate(idx[: int(z["n_maps"])]):
+                    for c, label in enumerate(BOX_FINDINGS):
+                        maps_out[bundle_key(test.image_ids[int(i)], label)] = z["maps"][j, c]
+    sizes = {test.image_ids[int(i)]: tuple(int(v) for v in test.orig_sizes[int(i)]) for i in order[:n_box]}
+    write_bundle(hdir / f"{name}.npz", maps_out, sizes)
+    probs = pd.DataFrame(probs_rows, columns=list(FINDINGS))
+    probs.insert(0, "image_id", [test.image_ids[int(i)] for i in order])
+    probs = probs.set_index("image_id").loc[test.image_ids].reset_index()
+    with atomic_path(hdir / f"{name}.probs.csv") as tmp:
+        probs.to_csv(tmp, index=False, float_format="%.7g")
+    n = len(maps_out)
+    run.manifest.setdefault("timings", {}).setdefault(name, {}).update(
+        {
+            "explain_s": round(total_seconds, 3),
+            "heatmaps_per_s": round(n / map_seconds, 3) if map_seconds > 0 else None,
+            "n_heatmaps": n,
+            "device": device.type,
+        }
+    )
+    files = {
+        f"heatmaps/{name}.npz": sha256_file(hdir / f"{name}.npz"),
+        f"heatmaps/{name}.probs.csv": sha256_file(hdir / f"{name}.probs.csv"),
+    }
+    run.mark_done(f"explain/{name}", key, files)
+    shutil.rmtree(hdir / f"{name}.parts", ignore_errors=True)
+
+
+def score_stage(run: Run, name: str, key: str) -> None:
+    """Score one method's bundle against the test boxes into scores/<name>/ (swapped in atomically)."""
+    from wsl_bench.heatmaps import read_bundle
+    from wsl_bench.metrics import score
+
+    data = run.dir / "data"
+    images = pd.read_csv(data / "images.csv", dtype={"image_id": str, "patient_id": str})
+    boxes = pd.read_csv(data / "boxes.csv", dtype={"image_id": str})
+    probs = pd.read_csv(run.dir / "heatmaps" / f"{name}.probs.csv", dtype={"image_id": str}).set_index("image_id")
+    labels = images.set_index("image_id")[list(FINDINGS)]
+    sizes = {r.image_id: (int(r.orig_h), int(r.orig_w)) for r in images.itertuples()}
+    patients = dict(zip(images["image_id"], images["patient_id"]))
+    sc = run.config["score"]
+    options = {k: v for k, v in sc.items() if k not in ("policy", "n_boot")}
+    final = run.dir / "scores" / name
+    tmp = run.dir / "scores" / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with read_bundle(run.dir / "heatmaps" / f"{name}.npz") as bundle:
+        score(
+            bundle, boxes, sizes, policy=sc["policy"], patients=patients, probs=probs, labels=labels,
+            seed=run.config["seed"], n_boot=int(sc["n_boot"]), out_dir=tmp, **options,
+        )
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    run.mark_done(f"score/{name}", key, _files_under(final, run.dir))
+
+
+def report_stage(run: Run, key: str) -> Path:
+    """report/ from the score tables: the reports stage when installed, else a first report.md."""
+    out = run.dir / "report"
+    try:
+        from wsl_bench.report import write_report
+    except ImportError:
+        write_report = None
+    if write_report is not None:
+        path = Path(write_report([run.dir], out))
+    else:
+        path = out / "report.md"
+        write_text(path, basic_report_md(run))
+    run.mark_done("report", key, {f"report/{path.name}": sha256_file(path)})
+    return path
+
+
+def basic_report_md(run: Run, threshold: str = "0.3") -> str:
+    """Per-class and macro IoU accuracy of every method (used only until the reports stage is installed)."""
+    rows = []
+    for name in run.config["methods_order"]:
+        summary = json.loads((run.dir / "scores" / name / "summary.json").read_text())
+        acc = summary.get("iou_acc", {})
+        rows.append([name] + [acc.get(lab, {}).get(threshold) for lab in (*BOX_FINDINGS, "macro")])
+    header = "| method | " + " | ".join((*BOX_FINDINGS, "macro")) + " |"
+    lines = [f"# wsl-bench run `{run.dir.name}`", "", f"IoU accuracy at T(IoU) = {threshold}, policy "
+             f"`{run.config['score']['policy']}`.", "", header, "|" + "---|" * (len(BOX_FINDINGS) + 2)]
+    for r in rows:
+        lines.append("| " + " | ".join([r[0]] + ["–" if v is None else f"{float(v):.3f}" for v in r[1:]]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# orchestration
+# ---------------------------------------------------------------------------------------------------
+
+
+def stage_keys(run: Run, data_fingerprint: str | None = None) -> dict[str, str]:
+    """Stage keys for the parts that do not depend on upstream outputs (data and fit)."""
+    cfg = run.config
+    data_key = config_hash({"data": cfg["data"], "seed": cfg["seed"]})
+    keys = {"data": data_key}
+    for m, spec in cfg["methods"].items():
+        keys[f"fit/{m}"] = config_hash({"data": data_key, "fp": data_fingerprint, "method": spec, "fit": cfg["fit"], "seed": cfg["seed"]})
+    return keys
+
+
+def plan(run: Run) -> list[tuple[str, str]]:
+    """(stage, status) for every stage as the folder stands, without doing anything."""
+    keys = stage_keys(run, run.manifest.get("data_fingerprint"))
+    out = [("data", "done" if run.is_done("data", keys["data"]) else "to do")]
+    for m in run.config["methods_order"]:
+        st = run.stage(f"fit/{m}")
+        status = "done" if run.is_done(f"fit/{m}", keys[f"fit/{m}"]) else ("redo (config changed)" if st else "to do")
+        out.append((f"fit/{m}", status))
+        for s in ("explain", "score"):
+            out.append((f"{s}/{m}", "done" if run.stage(f"{s}/{m}").get("done") and status == "done" else "to do"))
+    out.append(("report", "done" if run.stage("report").get("done") else "to do"))
+    return out
+
+
+def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = print) -> Path:
+    """Run every stage not yet done for `config` in folder `out`; returns the report path (None on rank > 0)."""
+    out = Path(out)
+    run = Run(out, config, log=log)
+    lock = run_lock(out) if is_rank_zero() else contextlib.nullcontext()
+    with lock:
+        run.load_manifest()
+        new_hash = run_config_hash(config)
+        old_hash = run.manifest.get("config_hash")
+        if old_hash and old_hash != new_hash:
+            log(f"{out} was made by another config ({old_hash[:12]} -> {new_hash[:12]}); stages whose inputs changed are redone")
+        if is_rank_zero():
+            write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
+            history = run.manifest.setdefault("config_history", [])
+            if not history or history[-1] != new_hash:
+                history.append(new_hash)
+            run.manifest.update(
+                {
+                    "config_hash": new_hash,
+                    "seed": config["seed"],
+                    "methods": config["methods_order"],
+                    "methods_order": config["methods_order"],
+                    "versions": _versions(),
+                    "git_revision": _git_revision(),
+                    "hardware": config["hardware"],
+                }
+            )
+            run.save_manifest()
+
+        t0 = time.perf_counter()
+        cohort = load_cohort(config["data"], config["seed"])
+        keys = stage_keys(run, cohort.fingerprint)
+        if not run.is_done("data", keys["data"]) and is_rank_zero():
+            log(f"data: writing test tables for {cohort.name} ({len(cohort.train)}/{len(cohort.val)}/{len(cohort.test)} images)")
+            write_data_stage(cohort, out / "data")
+            run.manifest.update({"data_fingerprint": cohort.fingerprint, "data_info": _jsonable(cohort.info)})
+            run.mark_done("data", keys["data"], _files_under(out / "data", out), load_s=round(time.perf_counter() - t0, 3))
+
+        for m in config["methods_order"]:
+            if not run.is_done(f"fit/{m}", keys[f"fit/{m}"]):
+                log(f"fit: {m}")
+                fit_stage(run, cohort, m, keys[f"fit/{m}"])
+        if not is_rank_zero():
+            return None
+
+        score_keys = []
+        for m in config["methods_order"]:
+            ekey = config_hash({"fit": keys[f"fit/{m}"], "ckpt": run.files_digest(f"fit/{m}"), "explain": config["explain"]})
+            if not run.is_done(f"explain/{m}", ekey):
+                log(f"explain: {m}")
+                explain_stage(run, cohort, m, ekey)
+            skey = config_hash({"explain": ekey, "maps": run.files_digest(f"explain/{m}"), "data": run.files_digest("data"), "score": config["score"]})
+            if not run.is_done(f"score/{m}", skey):
+                log(f"score: {m}")
+                score_stage(run, m, skey)
+            score_keys.append(config_hash({"key": skey, "files": run.files_digest(f"score/{m}")}))
+        rkey = config_hash({"scores": score_keys, "order": config["methods_order"]})
+        report = out / "report" / "report.md"
+        if not run.is_done("report", rkey):
+            log("report")
+            report = report_stage(run, rkey)
+        return report
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def dry_run_text(config: dict[str, Any], out: Path) -> str:
+    """The plan: stages and their status, data size, and per-method estimates (memory, previous timings)."""
+    run = Run(Path(out), config)
+    run.load_manifest()
+    d = config["data"]
+    lines = [f"run folder: {out}", f"config hash: {run_config_hash(config)[:12]}"
+             + (f" (folder made by {run.manifest['config_hash'][:12]})" if run.manifest.get("config_hash") not in (None, run_config_hash(config)) else ""),
+             f"data: {d['name']} at {d['image_size']} px" + (
+                 f", {d.get('n_train', '?')}/{d.get('n_val', '?')}/{d.get('n_test', '?')} train/val/test images" if d["name"] == "synth" else f" from {d.get('root')}")]
+    s = int(d["image_size"])
+    for m in config["methods_order"]:
+        t = run.manifest.get("timings", {}).get(m, {})
+        ebs = int(config["explain"]["batch_size"])
+        mem = ebs * s * s * 4 * (1 + len(BOX_FINDINGS)) / 2**20
+        info = get_method_info(config["methods"][m]["registry"])
+        prev = ", ".join(f"{k}={v}" for k, v in sorted(t.items())) or "not measured yet"
+        lines.append(f"method {m}: {'trainable' if info.cls.trainable else 'no training'}; explain batch "
+                     f"{ebs} x {s}px ≈ {mem:.1f} MiB of images+maps; previous timings: {prev}")
+    lines.append("stages:")
+    for stage, status in plan(run):
+        lines.append(f"  {stage:<32} {status}")
+    return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""`train_module`: the one Lightning training loop of the suite (checkpoints, resume, early stop, DDP).
+
+Our choices, documented in docs/harness.md:
+- Checkpoints are Lightning `.ckpt` files loaded with ``weights_only=True`` (they hold only tensors and
+  primitives), so a checkpoint is data, never code. A `last.ckpt` that does not load is moved aside to
+  `last.ckpt.corrupt` and training restarts from scratch rather than trusting it.
+- Resume granularity is one epoch (`last.ckpt` is written after every validation).
+- Shuffling uses a `DistributedSampler` seeded with `ctx.seed` whose order depends only on the epoch, and
+  every epoch re-seeds the global RNGs from (seed, epoch, rank); so a run resumed from `last.ckpt` takes
+  exactly the steps an uninterrupted run takes, and CPU runs are bit-identical.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, DistributedSampler
+
+from wsl_bench.methods import FitContext
+
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+
+
+def uses_gpu(accelerator: str) -> bool:
+    """Whether Lightning's `accelerator` setting resolves to a CUDA device here."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def default_precision(ctx: FitContext) -> str:
+    """bf16-mixed on GPU, 32-true on CPU, unless the context names one."""
+    if ctx.precision:
+        return ctx.precision
+    return "bf16-mixed" if uses_gpu(ctx.accelerator) else "32-true"
+
+
+def load_weights(module: torch.nn.Module, path: str | Path, strict: bool = True) -> torch.nn.Module:
+    """Load a Lightning checkpoint's (or a plain state_dict file's) weights with weights_only=True."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    module.load_state_dict(state, strict=strict)
+    return module
+
+
+class _EpochSeed(Callback):
+    """Re-seed Python/NumPy/torch at each epoch start so a resumed run repeats the same randomness."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        s = (self.seed * 1_000_003 + trainer.current_epoch * 7919 + trainer.global_rank) % (2**31 - 1)
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)
+
+
+class _Splits(L.LightningDataModule):
+    """Builds loaders after the strategy is set up, so samplers know the world size and rank."""
+
+    def __init__(self, train, val, batch_size: int, num_workers: int, seed: int):
+        super().__init__()
+        self.train, self.val = train, val
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+
+    def _loader(self, ds, shuffle: bool) -> DataLoader:
+        world = self.trainer.world_size if self.trainer else 1
+        rank = self.trainer.global_rank if self.trainer else 0
+        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self):
+        return self._loader(self.train, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val, shuffle=False)
+
+
+def _usable_checkpoint(path: Path) -> bool:
+    """True if `path` loads as data; a truncated/corrupt/code-carrying file is moved aside."""
+    if not path.exists():
+        return False
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+        return True
+    except Exception as exc:  # noqa: BLE001 - any failure means "do not trust it"
+        bad = path.with_name(path.name + ".corrupt")
+        path.replace(bad)
+        warnings.warn(f"{path} could not be loaded safely ({type(exc).__name__}); moved to {bad}, training from scratch")
+        return False
+
+
+def train_module(
+    module: L.LightningModule,
+    train,
+    val,
+    ctx: FitContext,
+    *,
+    max_epochs: int,
+    batch_size: int,
+    monitor: str = "val_mean_auroc",
+    mode: str = "max",
+    patience: int = 5,
+    max_steps: int = -1,
+    limit_train_batches: int | float | None = None,
+    gradient_clip_val: float | None = None,
+    callbacks: Iterable[Callback] = (),
+) -> Path:
+    """Train `module` on `train`, validating on `val`; returns the best checkpoint's path.
+
+    Args:
+      module: a `ClassifierModule` (or any LightningModule logging `monitor` in validation).
+      train, val: torch Datasets yielding dict batches (the data contract's `CXRDataset`).
+      ctx: where and how: `checkpoint_dir`, `seed`, `accelerator/devices/num_nodes/strategy`, `precision`
+        (None: bf16-mixed on GPU, 32-true on CPU), `num_workers`, `extra["progress"]` (progress bar).
+      max_epochs, batch_size: the loop; `ctx.max_epochs/ctx.batch_size` override them when set.
+      monitor, mode, patience: early stopping and best-checkpoint selection (default: val mean AUROC, max).
+      max_steps, limit_train_batches, gradient_clip_val, callbacks: passed through to Lightning.
+
+    Writes under `ctx.checkpoint_dir`: `best.ckpt`, `last.ckpt` (resumed from on the next call) and
+    `logs/version_0/metrics.csv`. On return `module` holds the best weights (on CPU). Checkpoints load
+    with `weights_only=True`; `load_weights(module, path)` reloads one later.
+    """
+    ckdir = Path(ctx.checkpoint_dir)
+    ckdir.mkdir(parents=True, exist_ok=True)
+    max_epochs = int(ctx.max_epochs or max_epochs)
+    batch_size = int(ctx.batch_size or batch_size)
+    verbose = bool(ctx.extra.get("verbose", False))
+    if not verbose:
+        for name in _LIGHTNING_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    L.seed_everything(ctx.seed, workers=True, verbose=False)
+
+    checkpoint = ModelCheckpoint(
+        dirpath=ckdir,
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    stopper = EarlyStopping(monitor=monitor, mode=mode, patience=patience)
+    trainer = L.Trainer(
+        accelerator=ctx.accelerator,
+        devices=ctx.devices,
+        num_nodes=ctx.num_nodes,
+        strategy=ctx.strategy,
+        precision=default_precision(ctx),
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        limit_train_batches=limit_train_batches,
+        gradient_clip_val=gradient_clip_val,
+        callbacks=[checkpoint, stopper, _EpochSeed(ctx.seed), *callbacks],
+        logger=CSVLogger(save_dir=ckdir, name="logs", version=0),
+        default_root_dir=ckdir,
+        deterministic="warn",
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        enable_progress_bar=bool(ctx.extra.get("progress", False)),
+        enable_model_summary=verbose,
+        log_every_n_steps=1,
+    )
+    last = ckdir / "last.ckpt"
+    resume = last if _usable_checkpoint(last) else None
+    data = _Splits(train, val, batch_size, ctx.num_workers, ctx.seed)
+    with warnings.catch_warnings():
+        if not verbose:
+            warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|LeafSpec).*")
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"lightning\..*")
+        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckdir / "best.ckpt"
+    if not best.exists():
+        best = last
+    module.cpu()
+    load_weights(module, best)
+    return best
