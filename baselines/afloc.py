@@ -10,9 +10,8 @@ sentences <-> layer3 regions, report <-> global. Localization: similarity betwee
 Classification: zero-shot, positive prompts against the negative prompt "no {finding}.".
 
 Our choices (switches, see docs/can_afloc.md): a trainable linear text projection (needed when the text
-encoder is frozen), soft contrastive targets that count identical reports as positives, a frozen text
-encoder with cached unit embeddings in the quick preset, and reports built from labels where a dataset has
-none (NIH).
+encoder is frozen), a frozen text encoder with cached unit embeddings in the quick preset, a slim ResNet-18
+at 128 px in the quick preset, and reports built from labels where a dataset has none (NIH).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ FINDING_PHRASES: dict[str, str] = {
     "Atelectasis": "atelectasis",
     "Cardiomegaly": "cardiomegaly",
     "Effusion": "pleural effusion",
-    "Infiltration": "infiltration",
+    "Infiltration": "infiltrate",  # the box-file word, and what reports say
     "Mass": "mass",
     "Nodule": "nodule",
     "Pneumonia": "pneumonia",
@@ -52,29 +51,19 @@ FINDING_PHRASES: dict[str, str] = {
 # ---------------------------------------------------------------------------------------------
 # losses
 # ---------------------------------------------------------------------------------------------
-def _soft_ce(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-    """Cross-entropy of rows of `logits` against the diagonal (targets None) or row-stochastic targets."""
-    if targets is None:
-        return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
-    return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
+def symmetric_contrastive(scores: torch.Tensor) -> torch.Tensor:
+    """Image->text plus text->image cross-entropy of a [B,B] score matrix whose pairs lie on the diagonal.
+
+    Identical reports in a batch (common in label-built and synthetic reports) give identical columns, so
+    they only raise the loss floor (log k for k copies) and push no pair apart: no special targets needed.
+    """
+    labels = torch.arange(scores.shape[0], device=scores.device)
+    return F.cross_entropy(scores, labels) + F.cross_entropy(scores.t(), labels)
 
 
-def same_text_targets(groups: torch.Tensor) -> torch.Tensor:
-    """Row-stochastic targets [B,B]: pair (i, j) is a positive when reports i and j are the same text."""
-    same = (groups[:, None] == groups[None, :]).float()
-    return same / same.sum(1, keepdim=True)
-
-
-def symmetric_contrastive(scores: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-    """Image->text plus text->image cross-entropy of a [B_img, B_txt] score matrix (paired on the diagonal)."""
-    return _soft_ce(scores, targets) + _soft_ce(scores.t(), None if targets is None else targets.t())
-
-
-def global_contrastive_loss(image: torch.Tensor, text: torch.Tensor, temp3: float = 10.0,
-                            targets: torch.Tensor | None = None) -> torch.Tensor:
+def global_contrastive_loss(image: torch.Tensor, text: torch.Tensor, temp3: float = 10.0) -> torch.Tensor:
     """Report <-> global image loss: cosine similarity x temp3, symmetric cross-entropy over the batch."""
-    scores = F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t() * temp3
-    return symmetric_contrastive(scores, targets)
+    return symmetric_contrastive(F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t() * temp3)
 
 
 def local_similarity(regions: torch.Tensor, units: torch.Tensor, mask: torch.Tensor, temp1: float = 4.0,
@@ -102,10 +91,9 @@ def local_similarity(regions: torch.Tensor, units: torch.Tensor, mask: torch.Ten
 
 
 def local_contrastive_loss(regions: torch.Tensor, units: torch.Tensor, mask: torch.Tensor, temp1: float = 4.0,
-                           temp2: float = 5.0, temp3: float = 10.0,
-                           targets: torch.Tensor | None = None) -> torch.Tensor:
+                           temp2: float = 5.0, temp3: float = 10.0) -> torch.Tensor:
     """GLoRIA local loss between paired images and texts (both directions summed)."""
-    return symmetric_contrastive(local_similarity(regions, units, mask, temp1, temp2) * temp3, targets)
+    return symmetric_contrastive(local_similarity(regions, units, mask, temp1, temp2) * temp3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,12 +197,13 @@ class AFLocImageEncoder(nn.Module):
     """Three-level ResNet encoder: layer2 / layer3 local embeddings and a pooled layer4 global embedding."""
 
     def __init__(self, backbone: str = "resnet50", embed_dim: int = 768, input_size: int | None = None,
-                 weights: str | None = None):
+                 weights: str | None = None, channels: Sequence[int] | None = None):
         super().__init__()
         import timm
 
+        extra = {"channels": tuple(channels)} if channels else {}  # timm ResNet stage widths (slimmer nets)
         self.body = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=(2, 3, 4),
-                                      in_chans=1)
+                                      in_chans=1, **extra)
         if weights:
             load_backbone_weights(self.body, weights)
         c2, c3, c4 = self.body.feature_info.channels()
@@ -237,7 +226,8 @@ class AFLocNet(nn.Module):
     def __init__(self, cfg: dict[str, Any], text_dim: int):
         super().__init__()
         d = int(cfg["embed_dim"])
-        self.image = AFLocImageEncoder(cfg["backbone"], d, cfg.get("input_size"), cfg.get("image_weights"))
+        self.image = AFLocImageEncoder(cfg["backbone"], d, cfg.get("input_size"), cfg.get("image_weights"),
+                                       cfg.get("backbone_channels"))
         if cfg["text_projection"] == "linear":
             self.text_proj: nn.Module = nn.Linear(text_dim, d)
         elif cfg["text_projection"] == "none":
@@ -307,11 +297,12 @@ class TextBank:
         self.texts, self.ids = _unique(reports)
         self.units = encoder.encode_cached(self.texts, batch_size=batch_size) if frozen else None
 
-    def batch(self, rows: torch.Tensor, encoder, device) -> tuple[Any, torch.Tensor]:
+    def batch(self, rows: torch.Tensor, encoder, device):
+        """The TextUnits of the reports of dataset rows `rows`."""
         tid = self.ids[rows.cpu()]
         if self.units is not None:
-            return self.units.index(tid).to(device), tid.to(device)
-        return encoder([self.texts[int(t)] for t in tid]).to(device), tid.to(device)
+            return self.units.index(tid).to(device)
+        return encoder([self.texts[int(t)] for t in tid]).to(device)
 
 
 def build_afloc_module(net: AFLocNet, encoder, train_bank: TextBank, val_bank: TextBank | None,
@@ -332,21 +323,20 @@ def build_afloc_module(net: AFLocNet, encoder, train_bank: TextBank, val_bank: T
             if bank is None:  # validation without reports: only the zero-shot AUROC is logged
                 zero = outputs["logits"].sum() * 0.0
                 return zero, {}
-            units, tid = bank.batch(batch["index"], self.encoder_ref[0], outputs["global"].device)
+            units = bank.batch(batch["index"], self.encoder_ref[0], outputs["global"].device)
             proj = self.net.text_proj
-            targets = same_text_targets(tid) if self.cfg["same_report_positive"] else None
             t1, t2, t3 = self.cfg["temp1"], self.cfg["temp2"], self.cfg["temp3"]
             logs, loss = {}, outputs["global"].new_zeros(())
             if self.cfg["w_report"] > 0:
-                lg = global_contrastive_loss(outputs["global"], proj(units.report), t3, targets)
+                lg = global_contrastive_loss(outputs["global"], proj(units.report), t3)
                 loss, logs["report"] = loss + self.cfg["w_report"] * lg, lg.detach()
             if self.cfg["w_sentence"] > 0:
                 reg = outputs["sentence_regions"].flatten(2).transpose(1, 2)
-                ls = local_contrastive_loss(reg, proj(units.sentences), units.sentence_mask, t1, t2, t3, targets)
+                ls = local_contrastive_loss(reg, proj(units.sentences), units.sentence_mask, t1, t2, t3)
                 loss, logs["sentence"] = loss + self.cfg["w_sentence"] * ls, ls.detach()
             if self.cfg["w_word"] > 0:
                 reg = outputs["word_regions"].flatten(2).transpose(1, 2)
-                lw = local_contrastive_loss(reg, proj(units.words), units.word_mask, t1, t2, t3, targets)
+                lw = local_contrastive_loss(reg, proj(units.words), units.word_mask, t1, t2, t3)
                 loss, logs["word"] = loss + self.cfg["w_word"] * lw, lw.detach()
             return loss, logs
 
@@ -396,6 +386,7 @@ def refresh_prompts(net: AFLocNet, encoder, cfg: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 _DEFAULTS: dict[str, Any] = {
     "backbone": "resnet50",
+    "backbone_channels": None,  # timm ResNet stage widths, e.g. [32, 64, 128, 256] for a slim quick encoder
     "embed_dim": 768,
     "input_size": 299,  # the official encoder upsamples 224 crops to 299
     "image_weights": None,  # local ImageNet ResNet state dict (the paper fine-tunes an ImageNet ResNet-50)
@@ -410,7 +401,6 @@ _DEFAULTS: dict[str, Any] = {
     "w_word": 1.0,
     "w_sentence": 1.0,
     "w_report": 1.0,
-    "same_report_positive": True,
     "lr": 2e-5,
     "weight_decay": 1e-6,
     "lr_gamma": 0.9,

@@ -96,7 +96,8 @@ class CANNet(nn.Module):
 
     def __init__(self, backbone_a: str = "densenet121", backbone_b: str = "resnet50", feature_dim: int = 512,
                  cross: str = "product", output_stride: int = 32, weights_a: str | None = None,
-                 weights_b: str | None = None, dropout: float = 0.0):
+                 weights_b: str | None = None, dropout: float = 0.0,
+                 channels_a: Sequence[int] | None = None, channels_b: Sequence[int] | None = None):
         super().__init__()
         import timm
 
@@ -105,8 +106,10 @@ class CANNet(nn.Module):
         self.cross = cross
         kwargs: dict[str, Any] = {"pretrained": False, "features_only": True, "out_indices": (-1,), "in_chans": 1}
         bodies = []
-        for name, weights in ((backbone_a, weights_a), (backbone_b, weights_b)):
-            extra = {"output_stride": output_stride} if output_stride != 32 else {}
+        for name, weights, channels in ((backbone_a, weights_a, channels_a), (backbone_b, weights_b, channels_b)):
+            extra: dict[str, Any] = {"output_stride": output_stride} if output_stride != 32 else {}
+            if channels:  # timm ResNet stage widths (slimmer extractors for the CPU preset)
+                extra["channels"] = tuple(channels)
             body = timm.create_model(name, **kwargs, **extra)
             _load_backbone(body, weights)
             bodies.append(body)
@@ -189,6 +192,8 @@ _DEFAULTS: dict[str, Any] = {
     "backbone_b": "resnet50",
     "weights_a": None,  # local state dict files (ImageNet weights) for each extractor
     "weights_b": None,
+    "channels_a": None,  # timm ResNet stage widths, e.g. [32, 64, 128, 256] (slim extractors)
+    "channels_b": None,
     "feature_dim": 512,
     "output_stride": 32,
     "cross": "product",
@@ -232,7 +237,8 @@ class CAN(Method):
     def build(self) -> CANNet:
         c = self.config
         self.net = CANNet(c["backbone_a"], c["backbone_b"], c["feature_dim"], c["cross"], c["output_stride"],
-                          c["weights_a"], c["weights_b"], c["dropout"]).to(self.device)
+                          c["weights_a"], c["weights_b"], c["dropout"], c["channels_a"],
+                          c["channels_b"]).to(self.device)
         return self.net
 
     def fit(self, train, val, ctx: FitContext) -> None:

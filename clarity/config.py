@@ -19,7 +19,7 @@ ARCHS: dict[str, dict[str, Any]] = {
     "s16-512": {"backbone": "vit_small_patch16_224", "img_size": 512, "depth": None},
     "t16-128": {"backbone": "vit_tiny_patch16_224", "img_size": 128, "depth": 6},
     # Tiny test-only backbone (used by the unit tests; not a preset).
-    "t16-64-d2": {"backbone": "vit_tiny_patch16_224", "img_size": 64, "depth": 2},
+    "t16-64-d3": {"backbone": "vit_tiny_patch16_224", "img_size": 64, "depth": 3},
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -77,6 +77,7 @@ class ClarityConfig:
     dino_out_dim: int = 1024
     dino_local_crops: int = 4
     dino_local_size: int = 64
+    dino_global_size: int | None = None  # None: the backbone's input size
     dino_momentum: float = 0.996
     dino_teacher_temp: float = 0.04
     dino_student_temp: float = 0.1

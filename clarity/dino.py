@@ -99,7 +99,8 @@ class DinoModule(L.LightningModule):
 
     def views(self, images: torch.Tensor, generator: torch.Generator) -> tuple[list, list]:
         cfg = self.cfg
-        globals_ = [random_crops(images, self.img_size, (0.4, 1.0), generator) for _ in range(2)]
+        size = cfg.dino_global_size or self.img_size
+        globals_ = [random_crops(images, size, (0.4, 1.0), generator) for _ in range(2)]
         locals_ = [random_crops(images, cfg.dino_local_size, (0.05, 0.4), generator) for _ in range(cfg.dino_local_crops)]
         return globals_, locals_
 
@@ -113,7 +114,7 @@ class DinoModule(L.LightningModule):
         loss = dino_loss(s_out, t_out, self.center, cfg.dino_student_temp, cfg.dino_teacher_temp)
         if update_center:
             batch_center = torch.cat(t_out).mean(0)
-            if self.trainer is not None and self.trainer.world_size > 1:
+            if self._trainer is not None and self.trainer.world_size > 1:
                 batch_center = self.all_gather(batch_center).mean(0)
             self.center.mul_(0.9).add_(0.1 * batch_center)
         return loss
@@ -149,7 +150,7 @@ class DinoModule(L.LightningModule):
 
 
 def dino_key(cfg: ClarityConfig, train, ctx: FitContext) -> dict:
-    keys = ("dino_epochs", "dino_batch_size", "dino_lr", "dino_out_dim", "dino_local_crops", "dino_local_size",
+    keys = ("dino_epochs", "dino_batch_size", "dino_lr", "dino_out_dim", "dino_local_crops", "dino_local_size", "dino_global_size",
             "dino_momentum", "dino_teacher_temp", "dino_student_temp", "drop_path")
     return {"arch": cfg.arch_spec, **{k: getattr(cfg, k) for k in keys}, "seed": ctx.seed, "data": data_key(train)}
 

@@ -1,7 +1,8 @@
 """Small fake run folders for the report tests (the run-folder contract of common.md §5).
 
-Heatmaps are Gaussian blobs placed near each ground-truth box, closer for a "better" method, so
-a report built from them has a known ranking: good > medium > random.
+Heatmaps are Gaussian blobs placed on or beside each ground-truth box ("good" on it, "medium" half a
+box away, "random" anywhere, "prior-center" a box away), scored by the real scorer, so a report
+built from them has a known ranking: good > medium > the others.
 """
 
 from __future__ import annotations
@@ -11,63 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from wsl_bench.heatmaps import write_bundle
 from wsl_bench.labels import BOX_FINDINGS, FINDINGS, box_to_finding
+from wsl_bench.metrics import score
 
-IOU_T = ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7")
-IOBB_T = ("0.1", "0.25", "0.5", "0.75", "0.9")
 # method -> blob offset as a fraction of the box size (0 = on target); None = uniform noise
-FAKE_METHODS = {"good": 0.0, "medium": 0.6, "random": None, "prior-center": 2.0}
+FAKE_METHODS = {"good": 0.0, "medium": 0.5, "random": None, "prior-center": 1.0}
 
 
-def _iou(a, b):
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    return inter / (aw * ah + bw * bh - inter), inter / (bw * bh)
-
-
-def _fake_summary(per_box: pd.DataFrame, probs: pd.DataFrame, labels: pd.DataFrame) -> dict:
-    """The aggregates a scorer writes (issue 3 schema), computed from the per-box table."""
-    rng = np.random.default_rng(1)
-
-    def acc(df, col, ts):
-        out = {}
-        for label in BOX_FINDINGS:
-            sub = df[df.label == label]
-            out[label] = {t: float((sub[col] > float(t)).mean()) if len(sub) else None for t in ts}
-        out["macro"] = {t: float(np.nanmean([out[lb][t] for lb in BOX_FINDINGS if out[lb][t] is not None])) for t in ts}
-        return out
-
-    def cis(tab):
-        return {lb: {t: [max(0.0, v - 0.1), min(1.0, v + 0.1)] for t, v in d.items() if v is not None} for lb, d in tab.items()}
-
-    iou, iobb = acc(per_box, "best_iou", IOU_T), acc(per_box, "best_iobb", IOBB_T)
-    from sklearn.metrics import roc_auc_score
-
-    auroc = {}
-    for f in FINDINGS:
-        y = labels[f].to_numpy()
-        auroc[f] = float(roc_auc_score(y, probs[f].to_numpy())) if 0 < y.sum() < len(y) else None
-    auroc["mean"] = float(np.mean([v for v in auroc.values() if v is not None]))
-    return {
-        "policy": "wang2017",
-        "n_boxes": int(len(per_box)),
-        "iou_acc": iou,
-        "iobb_acc": iobb,
-        "afp": {lb: {t: float(rng.uniform(0, 1)) for t in IOBB_T} for lb in BOX_FINDINGS},
-        "by_size": {
-            b: {"iou_acc": acc(per_box[per_box.size_bin == b], "best_iou", IOU_T)} for b in ("small", "medium", "large")
-        },
-        "auroc": auroc,
-        "ci": {"iou_acc": cis(iou), "iobb_acc": cis(iobb)},
-    }
-
-
-def make_fake_run(root: Path, n_images: int = 24, size: int = 256, seed: int = 0, methods=FAKE_METHODS) -> Path:
-    """Write a complete scored run folder under `root` and return it."""
+def make_fake_run(
+    root: Path, n_images: int = 24, size: int = 256, seed: int = 0, methods=FAKE_METHODS, policy: str = "wang2017"
+) -> Path:
+    """Write a run folder with heatmap bundles scored by the real scorer (`wsl_bench.metrics.score`)."""
     rng = np.random.default_rng(seed)
     root = Path(root)
     ids = [f"img{i:03d}" for i in range(n_images)]
@@ -80,6 +38,7 @@ def make_fake_run(root: Path, n_images: int = 24, size: int = 256, seed: int = 0
         boxes.append(dict(image_id=iid, label=label, x=float(x), y=float(y), w=float(side), h=float(side * 0.8)))
     boxes = pd.DataFrame(boxes)
     labels = pd.DataFrame(0, index=ids, columns=list(FINDINGS))
+    labels[:] = (rng.uniform(size=labels.shape) < 0.3).astype(int)
     for b in boxes.itertuples():
         labels.loc[b.image_id, box_to_finding(b.label)] = 1
     (root / "data").mkdir(parents=True, exist_ok=True)
@@ -94,39 +53,27 @@ def make_fake_run(root: Path, n_images: int = 24, size: int = 256, seed: int = 0
     gallery = {iid: (200 - 140 * lungs + rng.normal(0, 4, (size, size))).clip(0, 255).astype(np.uint8) for iid in ids}
     np.savez_compressed(root / "data" / "gallery.npz", **gallery)
 
+    sizes = {iid: (size, size) for iid in ids}
+    probs_labels = labels.rename_axis("image_id")
     timings = {}
     for mi, (name, offset) in enumerate(methods.items()):
-        maps, rows = {}, []
+        maps = {}
         for b in boxes.itertuples():
             for label in BOX_FINDINGS:
-                maps[f"{b.image_id}::{label}"] = rng.uniform(0, 1, (32, 32)).astype(np.float32)
-            if offset is None:
-                px, py = rng.uniform(0, size - b.w), rng.uniform(0, size - b.h)
-            else:
-                px, py = b.x + offset * b.w * rng.uniform(0.5, 1.0), b.y + offset * b.h * rng.uniform(0.5, 1.0)
-            pred = (px, py, b.w * rng.uniform(0.8, 1.4), b.h * rng.uniform(0.8, 1.4))
-            cx, cy = px + pred[2] / 2, py + pred[3] / 2
-            blob = np.exp(-((xx - cx) ** 2 / (2 * (pred[2] / 2.5) ** 2) + (yy - cy) ** 2 / (2 * (pred[3] / 2.5) ** 2)))
+                maps[f"{b.image_id}::{label}"] = rng.uniform(0, 0.2, (32, 32)).astype(np.float32)
+            if offset is None:  # a blob anywhere
+                cx, cy = rng.uniform(0, size), rng.uniform(0, size)
+            else:  # a blob displaced from the box centre by `offset` box sizes
+                cx = b.x + b.w / 2 + offset * b.w * rng.choice([-1, 1])
+                cy = b.y + b.h / 2 + offset * b.h * rng.choice([-1, 1])
+            blob = np.exp(-(((xx - cx) / (b.w / 2)) ** 2 + ((yy - cy) / (b.h / 2)) ** 2))
             maps[f"{b.image_id}::{b.label}"] = blob[::8, ::8].astype(np.float32)
-            iou, iobb = _iou((b.x, b.y, b.w, b.h), pred)
-            frac = b.w * b.h / size**2
-            rows.append(
-                dict(
-                    image_id=b.image_id, label=b.label, x=b.x, y=b.y, w=b.w, h=b.h,
-                    size_bin="small" if frac < 0.025 else ("medium" if frac < 0.078 else "large"),
-                    best_iou=iou, best_iobb=iobb, pointing_hit=bool(b.x <= cx <= b.x + b.w and b.y <= cy <= b.y + b.h),
-                )
-            )
-        per_box = pd.DataFrame(rows)
         quality = 0.0 if offset is None else 1.0 / (1.0 + offset)
-        probs = (labels * quality + rng.uniform(0, 1, labels.shape) * (1 - quality * 0.5)).clip(0, 1)
-        sdir = root / "scores" / name
-        sdir.mkdir(parents=True, exist_ok=True)
-        per_box.to_csv(sdir / "per_box.csv", index=False)
-        (sdir / "summary.json").write_text(json.dumps(_fake_summary(per_box, probs, labels), indent=1))
-        (root / "heatmaps").mkdir(exist_ok=True)
-        np.savez_compressed(root / "heatmaps" / f"{name}.npz", **maps)
-        probs.rename_axis("image_id").reset_index().to_csv(root / "heatmaps" / f"{name}.probs.csv", index=False)
+        probs = (labels * quality + rng.uniform(0, 1, labels.shape) * (1 - quality * 0.5)).clip(0, 1).rename_axis("image_id")
+        write_bundle(root / "heatmaps" / f"{name}.npz", maps, sizes)
+        probs.reset_index().to_csv(root / "heatmaps" / f"{name}.probs.csv", index=False)
+        score(maps, boxes, sizes, policy=policy, patients=dict(zip(ids, patients)), probs=probs, labels=probs_labels,
+              n_boot=200, seed=0, out_dir=root / "scores" / name)
         timings[name] = {"fit_s": 10.0 * mi, "explain_s": 1.5 + mi, "heatmaps_per_s": 100.0 / (1 + mi), "n_params": 1_000_000 * mi}
     manifest = {"methods": list(methods), "timings": timings, "seed": seed, "versions": {"wsl_bench": "0.1.0"}}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -141,3 +88,20 @@ def test_fake_run_has_the_run_folder_layout(tmp_path):
     good = json.loads((run / "scores/good/summary.json").read_text())
     rand = json.loads((run / "scores/random/summary.json").read_text())
     assert good["iou_acc"]["macro"]["0.1"] > rand["iou_acc"]["macro"]["0.1"]
+
+
+_SHARED: dict = {}
+
+
+@pytest.fixture(scope="session")
+def fake_report(tmp_path_factory):
+    """One fake run and its report, built once per session for every test module that imports this
+    fixture (each import makes its own fixture, so the cache lives here, in the helper module)."""
+    if "report" not in _SHARED:
+        from wsl_bench.report import write_report
+
+        root = tmp_path_factory.mktemp("report")
+        run = make_fake_run(root / "run")
+        md = write_report([run], root / "out", n_boot=200)
+        _SHARED["report"] = (run, md.parent)
+    return _SHARED["report"]

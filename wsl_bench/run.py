@@ -50,6 +50,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fit": {"max_epochs": None, "batch_size": None, "num_workers": 0},
         "explain": {"batch_size": 32},
         "score": {"policy": "wang2017", "n_boot": 1000},
+        "report": {"full": True},
     },
     "paper": {
         "method_preset": "paper",
@@ -57,6 +58,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fit": {"max_epochs": None, "batch_size": None, "num_workers": 8},
         "explain": {"batch_size": 64},
         "score": {"policy": "wang2017", "n_boot": 1000},
+        "report": {"full": True},
     },
     "tiny": {
         "method_preset": "quick",
@@ -64,6 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fit": {"max_epochs": 1, "batch_size": 32, "num_workers": 0},
         "explain": {"batch_size": 16},
         "score": {"policy": "wang2017", "n_boot": 50},
+        "report": {"full": True},
     },
 }
 HASHED_SECTIONS = ("preset", "seed", "data", "methods", "fit", "explain", "score")
@@ -91,19 +94,31 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         parts = key.strip().split(".")
         if not sep or not all(parts):
             raise RunError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. --set data.n_train=200")
-        if parts[0] not in ("data", "fit", "explain", "score", "methods"):
-            raise RunError(f"--set {item!r}: unknown section {parts[0]!r}; use data, fit, explain, score or methods.<name>")
+        if parts[0] not in ("data", "fit", "explain", "score", "report", "methods"):
+            raise RunError(
+                f"--set {item!r}: unknown section {parts[0]!r}; use data, fit, explain, score, report or methods.<name>"
+            )
         if parts[0] == "methods" and len(parts) < 3:
             raise RunError(f"--set {item!r}: method settings are methods.<method>.<key>=VALUE")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
+        value = _scalar(raw)
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})
         node[parts[-1]] = value
     return out
+
+
+def _scalar(raw: str) -> Any:
+    """A --set value: int, float (1e-3 included), bool/null/list via YAML, else the string."""
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -206,6 +221,7 @@ def build_config(
         "fit": cfg["fit"],
         "explain": cfg["explain"],
         "score": cfg["score"],
+        "report": cfg["report"],
         "hardware": hw,
     }
 
@@ -584,18 +600,32 @@ def score_stage(run: Run, name: str, key: str) -> None:
 
 
 def report_stage(run: Run, key: str) -> Path:
-    """report/ from the score tables: the reports stage when installed, else a first report.md."""
+    """report/ from the score tables via the reports stage; if that fails, a first report.md of our own.
+
+    A failed reports stage does not lose the run: the basic report is written, the error is logged, and
+    the stage is left not-done so the next `wsl-bench run` on the folder tries the full report again.
+    """
     out = run.dir / "report"
-    try:
-        from wsl_bench.report import write_report
-    except ImportError:
-        write_report = None
+    write_report, error = None, "report.full is off"
+    if run.config.get("report", {}).get("full", True):
+        try:
+            from wsl_bench.report import write_report
+        except ImportError as exc:
+            error = exc
     if write_report is not None:
-        path = Path(write_report([run.dir], out))
+        try:
+            path = Path(write_report([run.dir], out))
+        except Exception as exc:  # noqa: BLE001 - keep the scores and say what broke
+            error = exc
+        else:
+            run.mark_done("report", key, {f"report/{path.name}": sha256_file(path)})
+            return path
+    path = out / "report.md"
+    write_text(path, basic_report_md(run))
+    if isinstance(error, str):  # asked for the basic report: the stage is done
+        run.mark_done("report", key, {f"report/{path.name}": sha256_file(path)})
     else:
-        path = out / "report.md"
-        write_text(path, basic_report_md(run))
-    run.mark_done("report", key, {f"report/{path.name}": sha256_file(path)})
+        run.log(f"warning: the full report failed ({type(error).__name__}: {error}); wrote a basic {path}")
     return path
 
 
@@ -699,7 +729,7 @@ def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = p
                 log(f"score: {m}")
                 score_stage(run, m, skey)
             score_keys.append(config_hash({"key": skey, "files": run.files_digest(f"score/{m}")}))
-        rkey = config_hash({"scores": score_keys, "order": config["methods_order"]})
+        rkey = config_hash({"scores": score_keys, "order": config["methods_order"], "report": config.get("report")})
         report = out / "report" / "report.md"
         if not run.is_done("report", rkey):
             log("report")

@@ -27,7 +27,8 @@ def save_figure(fig: plt.Figure, out_dir: Path, stem: str) -> Path:
     png = out_dir / f"{stem}.png"
     for ext in ("png", "pdf"):
         with atomic_path(out_dir / f"{stem}.{ext}") as tmp:
-            fig.savefig(tmp, format=ext, dpi=DPI, bbox_inches="tight")
+            extra = {"pil_kwargs": {"compress_level": 3}} if ext == "png" else {}  # 4x faster than 6, ~10 % larger
+            fig.savefig(tmp, format=ext, dpi=DPI, bbox_inches="tight", **extra)
     plt.close(fig)
     return png
 

@@ -143,10 +143,8 @@ class HeatmapSource:
             if not path.is_file():
                 self._maps = {}
             else:
-                try:
-                    from wsl_bench.heatmaps import read_bundle
-                except ImportError:  # TODO(reports): drop once the scoring room's heatmaps.py lands
-                    read_bundle = np.load
+                from wsl_bench.heatmaps import read_bundle
+
                 self._maps = read_bundle(path)
         try:
             return np.asarray(self._maps[key], dtype=np.float32)
@@ -231,18 +229,15 @@ def gallery_figure(tiles: list[Tile], methods: list[str], colors: dict[str, str]
     for r, case in enumerate(cases):
         for c, name in enumerate(cols):
             ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set_axis_off()  # no ticks or spines (and no tick layout cost)
             t = index.get((name, case))
             if t is not None:
                 ax.imshow(np.asarray(Image.open(t.path)), interpolation="none")
-            for s in ax.spines.values():
-                s.set_visible(False)
             if r == 0:
                 ax.set_title("image + GT" if name is None else name, fontsize=6, color="black" if name is None else colors[name],
                              fontweight="bold", rotation=0 if len(cols) < 8 else 30)
             if c == 0:
-                ax.set_ylabel(box_to_finding(case.label), fontsize=6)
+                ax.text(-0.06, 0.5, box_to_finding(case.label), transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=6)
             if name is not None and t is not None and not math.isnan(t.iou):
                 ax.text(0.02, 0.02, f"IoU {t.iou:.2f}", transform=ax.transAxes, fontsize=4.5, color="white",
                         bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "lw": 0})
@@ -261,15 +256,13 @@ def extremes_figure(tiles: list[Tile], methods: list[str], colors: dict[str, str
     for r, m in enumerate(rows):
         for c in range(ncol):
             ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
+            ax.set_axis_off()
             if c < len(per[m]):
                 t = per[m][c]
                 ax.imshow(np.asarray(Image.open(t.path)), interpolation="none")
                 ax.set_title(f"{t.kind} · {box_to_finding(t.case.label)} · IoU {t.iou:.2f}", fontsize=4.5)
             if c == 0:
-                ax.set_ylabel(m, fontsize=6, color=colors[m], fontweight="bold")
+                ax.text(-0.06, 0.5, m, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=6,
+                        color=colors[m], fontweight="bold")
     fig.subplots_adjust(wspace=0.03, hspace=0.25)
     return fig

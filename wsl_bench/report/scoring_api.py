@@ -31,28 +31,50 @@ class Comparison:
 
 
 def paired_comparison(
-    a: pd.DataFrame, b: pd.DataFrame, metric: str, threshold: float, label: str | None,
+    a: pd.DataFrame, b: pd.DataFrame, metric: str, threshold: str, label: str,
     patients: dict[str, str] | None, n_boot: int, seed: int,
 ) -> Comparison:
-    """Paired patient bootstrap of accuracy at `threshold` (metric "iou" or "iobb"), a minus b.
+    """Paired patient bootstrap (`wsl_bench.metrics.paired_bootstrap`) of accuracy at `threshold`.
 
-    `label` restricts to one class (None: macro over classes, as the tables' macro column).
+    `metric` is "iou_acc" or "iobb_acc"; `label` a box finding or "macro" (mean over classes, as the
+    tables' macro column). Units are the per-box table's patient ids, else `patients`, else images.
     """
     from wsl_bench.metrics import paired_bootstrap
 
-    if label is not None:
-        a = a[a["label"] == label]
-        b = b[b["label"] == label]
-    res = paired_bootstrap(a, b, metric=f"{metric}_acc@{threshold:g}", patients=patients, n_boot=n_boot, seed=seed)
-    get = res.get if isinstance(res, dict) else (lambda k, d=None: getattr(res, k, d))
-    ci = get("ci", None) or (get("ci_low", math.nan), get("ci_high", math.nan))
-    return Comparison(float(get("diff", math.nan)), float(ci[0]), float(ci[1]), float(get("p_value", math.nan)))
+    if "patient_id" in a.columns and "patient_id" in b.columns:
+        patients = None  # the scorer wrote the unit of every box; use it
+    res = paired_bootstrap(a, b, metric=f"{metric}@{threshold}", aggregate=label, patients=patients, n_boot=n_boot, seed=seed)
+    lo, hi = res["ci"]
+    return Comparison(float(res["diff"]), float(lo), float(hi), float(res["p_value"]))
 
 
-def predicted_boxes(m: MethodScores, heatmap: np.ndarray, orig_size: tuple[int, int], label: str) -> list[tuple[float, float, float, float]]:
-    """The candidate boxes the run's localization policy draws from one heatmap (original pixels)."""
-    from wsl_bench.localize import boxes_from_heatmap
+def policy_for(summary: dict, label: str):
+    """The box policy the scorer applied to maps of `label` (frozen per-class tau when calibrated)."""
+    from wsl_bench.localize import threshold, wang2017
 
-    policy = str(m.summary.get("policy", "wang2017"))
-    options = dict(m.summary.get("policy_options", {}) or {})
-    return [tuple(map(float, b)) for b in boxes_from_heatmap(heatmap, orig_size, policy=policy, label=label, **options)]
+    name = str(summary.get("policy", "wang2017"))
+    opts = summary.get("policy_options", {}) or {}
+    if name == "wang2017":
+        return wang2017()
+    if name == "threshold":
+        return threshold(float(opts.get("tau", 0.5)), opts.get("components") or "all")
+    if name == "calibrated":
+        chosen = summary.get("calibration", {}).get("thresholds", {}).get(label)
+        if chosen is None:
+            raise KeyError(f"summary.json has no calibrated threshold for {label!r}")
+        return threshold(float(chosen["tau"]), chosen.get("components") or "all")
+    if name == "maxboxacc":
+        per_class = (summary.get("maxboxacc") or {}).get("per_class", {})
+        if label not in per_class:
+            raise KeyError(f"summary.json has no MaxBoxAcc threshold for {label!r}")
+        return threshold(float(per_class[label]["tau_joint"]), "all")
+    raise ValueError(f"unknown policy {name!r} in summary.json")
+
+
+def predicted_boxes(summary: dict, heatmap: np.ndarray, orig_size: tuple[int, int], label: str) -> list[tuple[float, float, float, float]]:
+    """Candidate boxes (x, y, w, h in original pixels) the run's policy draws from one heatmap."""
+    from wsl_bench.localize import prepare
+
+    norm, informative = prepare(heatmap, orig_size)
+    cand = policy_for(summary, label).candidates(norm, informative)
+    return [(float(x0), float(y0), float(x1 - x0), float(y1 - y0)) for x0, y0, x1, y1 in cand.boxes]

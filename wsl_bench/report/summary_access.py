@@ -41,7 +41,7 @@ def _get(d: Any, keys: tuple[str, ...]) -> Any:
     return None
 
 
-def _num(x: Any) -> float:
+def num(x: Any) -> float:
     if x is None:
         return NAN
     if isinstance(x, dict):
@@ -53,15 +53,15 @@ def _num(x: Any) -> float:
     return v if math.isfinite(v) else NAN
 
 
-def _pair(x: Any) -> tuple[float, float]:
+def pair(x: Any) -> tuple[float, float]:
     if isinstance(x, dict):
         lo = _get(x, ("low", "lo", "lower", "ci_low"))
         hi = _get(x, ("high", "hi", "upper", "ci_high"))
         if lo is None and "ci" in x:
-            return _pair(x["ci"])
-        return _num(lo), _num(hi)
+            return pair(x["ci"])
+        return num(lo), num(hi)
     if isinstance(x, (list, tuple)) and len(x) == 2:
-        return _num(x[0]), _num(x[1])
+        return num(x[0]), num(x[1])
     return NAN, NAN
 
 
@@ -70,7 +70,7 @@ def value(summary: dict, metric: str, label: str, t: str | None = None) -> float
     node = _get(summary.get(metric), _label_keys(label))
     if t is not None:
         node = _get(node, _threshold_keys(t))
-    return _num(node)
+    return num(node)
 
 
 def ci(summary: dict, metric: str, label: str, t: str | None = None) -> tuple[float, float]:
@@ -79,13 +79,13 @@ def ci(summary: dict, metric: str, label: str, t: str | None = None) -> tuple[fl
         node = _get(_get(container, (metric,)), _label_keys(label))
         if t is not None:
             node = _get(node, _threshold_keys(t))
-        lo, hi = _pair(node)
+        lo, hi = pair(node)
         if not math.isnan(lo):
             return lo, hi
     node = _get(summary.get(f"{metric}_ci"), _label_keys(label))
     if t is not None:
         node = _get(node, _threshold_keys(t))
-    return _pair(node)
+    return pair(node)
 
 
 def by_size(summary: dict, size_bin: str, metric: str, label: str, t: str) -> tuple[float, float, float]:

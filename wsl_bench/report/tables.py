@@ -186,7 +186,7 @@ def size_table(rs: RunSet) -> Table:
         for b in sa.size_bins(m.summary):
             for t in sa.IOU_THRESHOLDS:
                 v, lo, hi = sa.by_size(m.summary, b, "iou_acc", MACRO, t)
-                n = int((m.per_box["size_bin"].astype(str) == b).sum())
+                n = int((m.summary["by_size"][b] or {}).get("n_boxes", (m.per_box["size_bin"].astype(str) == b).sum()))
                 rows.append(dict(method=name, size_bin=b, label=MACRO, threshold=t, value=v, ci_low=lo, ci_high=hi, n_boxes=n))
     long = pd.DataFrame(rows, columns=["method", "size_bin", "label", "threshold", "value", "ci_low", "ci_high", "n_boxes"])
     bins = list(dict.fromkeys(long["size_bin"])) if len(long) else []
@@ -210,22 +210,23 @@ def auroc_table(rs: RunSet) -> Table | None:
     """Classification AUROC per finding (14) and their mean; None when no method has AUROCs."""
     rows = []
     for name, m in rs.methods.items():
+        auroc = m.summary.get("auroc") or {}
+        per_class, cis = auroc.get("per_class") or {}, auroc.get("ci") or {}
         for label in (*FINDINGS, "mean"):
-            v = sa.value(m.summary, "auroc", label)
-            if math.isnan(v) and label == "mean":
-                v = sa.value(m.summary, "auroc", MACRO)
-            lo, hi = sa.ci(m.summary, "auroc", label)
-            rows.append(dict(method=name, label=label, threshold="", value=v, ci_low=lo, ci_high=hi))
+            v = auroc.get("mean") if label == "mean" else per_class.get(label)
+            lo, hi = sa.pair(cis.get(label))
+            rows.append(dict(method=name, label=label, threshold="", value=sa.num(v), ci_low=lo, ci_high=hi))
     long = pd.DataFrame(rows)
     if long["value"].isna().all():
         return None
-    display, bold, values = _wide(long, ["method"], "label", [*FINDINGS, "mean"], list(rs.methods), digits=3)
+    display, bold, values = _wide(long, ["method"], "label", [*FINDINGS, "mean"], list(rs.methods), digits=3, ci_columns={"mean"})
     display = display.rename(columns=lambda c: "Mean" if c == "mean" else c.replace("_", " ")).rename_axis(index="Method", columns=None)
     bold.columns = values.columns = display.columns
     return Table(
         "auroc",
         "Classification AUROC",
-        "Area under the ROC curve per finding on the test split, and the mean over the 14 findings.",
+        "Area under the ROC curve per finding on the test split (findings with both classes present), and their mean "
+        "with its 95 % bootstrap CI (per-finding CIs in the CSV).",
         long,
         display,
         bold,

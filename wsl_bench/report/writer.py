@@ -41,8 +41,13 @@ def build_tables(rs: RunSet, sig: pd.DataFrame | None = None) -> list[T.Table]:
     return out
 
 
-def add_significance(rs: RunSet, reference: str, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+def add_significance(
+    rs: RunSet, reference: str, n_boot: int = 1000, seed: int = 0, per_class: bool = False
+) -> tuple[pd.DataFrame, list[str]]:
     """Paired patient-bootstrap comparisons of every method against `reference` (IoU and IoBB accuracy).
+
+    Macro accuracy at every threshold by default; `per_class` adds every class (a test per table cell,
+    ~9x the work; worth it on NIH-sized box sets, noise on a few boxes per class).
 
     Returns a tidy frame (method, metric, label, threshold, diff, ci_low, ci_high, p_value, significant)
     and notes for the report (e.g. why no test could be run).
@@ -56,14 +61,13 @@ def add_significance(rs: RunSet, reference: str, n_boot: int = 1000, seed: int =
     for name, m in rs.methods.items():
         if name == reference:
             continue
-        for metric, thresholds in (("iou", sa.IOU_THRESHOLDS), ("iobb", sa.IOBB_THRESHOLDS)):
+        labels = [lb for lb in BOX_FINDINGS if (m.per_box["label"] == lb).any() and (ref.per_box["label"] == lb).any()]
+        labels = labels if per_class else []
+        for metric, thresholds in (("iou_acc", sa.IOU_THRESHOLDS), ("iobb_acc", sa.IOBB_THRESHOLDS)):
             for t in thresholds:
-                for label in (*BOX_FINDINGS, T.MACRO):
-                    if not (m.per_box["label"] == label).any() and label != T.MACRO:
-                        continue
-                    c = paired_comparison(m.per_box, ref.per_box, metric, float(t), None if label == T.MACRO else label,
-                                          rs.patients or None, n_boot, seed)
-                    rows.append(dict(method=name, reference=reference, metric=f"{metric}_acc", label=label, threshold=t,
+                for label in (*labels, T.MACRO):
+                    c = paired_comparison(m.per_box, ref.per_box, metric, t, label, rs.patients or None, n_boot, seed)
+                    rows.append(dict(method=name, reference=reference, metric=metric, label=label, threshold=t,
                                      diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value, significant=c.significant))
     return pd.DataFrame(rows), []
 
@@ -100,11 +104,10 @@ def build_gallery(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> tuple[li
         if m.name in failed:
             return None
         try:
-            return predicted_boxes(m, heatmap, size, label)
-        except ImportError as exc:
+            return predicted_boxes(m.summary, heatmap, size, label)
+        except KeyError as exc:  # e.g. a calibrated run with no threshold for this class
             failed.add(m.name)
-            if not any("predicted boxes" in n for n in notes):
-                notes.append(f"Galleries show no predicted boxes: the localizer is unavailable ({exc}).")
+            notes.append(f"Gallery of {m.name}: no predicted boxes ({exc}).")
             return None
 
     if not rs.gallery_path.is_file():
@@ -136,11 +139,19 @@ def default_reference(rs: RunSet) -> str | None:
     return rs.names[0] if len(rs.names) > 1 else None
 
 
-def write_report(run_dirs: list[Path], out_dir: Path, reference: str | None = None, n_boot: int = 1000, seed: int = 0) -> Path:
+def write_report(
+    run_dirs: list[Path],
+    out_dir: Path,
+    reference: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    per_class_tests: bool = False,
+) -> Path:
     """Write report.md, index.html, tables/ and figures/ under `out_dir`; returns the report.md path.
 
-    `reference` is the method every other one is tested against (paired patient bootstrap);
-    default: the first method of the first run.
+    `reference` is the method every other one is tested against (paired patient bootstrap, macro
+    accuracy at every threshold; `per_class_tests` also tests every class); default: the first
+    method of the first run.
     """
     run_dirs = [Path(d) for d in run_dirs]
     out_dir = Path(out_dir)
@@ -158,7 +169,7 @@ def write_report(run_dirs: list[Path], out_dir: Path, reference: str | None = No
     sig = pd.DataFrame()
     if reference is not None:
         try:
-            sig, more = add_significance(rs, reference, n_boot=n_boot, seed=seed)
+            sig, more = add_significance(rs, reference, n_boot=n_boot, seed=seed, per_class=per_class_tests)
             notes += more
         except ImportError as exc:
             notes.append(f"No significance marks: the paired bootstrap is unavailable ({exc}).")

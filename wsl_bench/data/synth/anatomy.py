@@ -27,6 +27,12 @@ class AnatomyBank:
 
     maps: torch.Tensor
     params: dict[str, np.ndarray]  # per entry: cx, lw, ltop, lh, female, ap, hilum_y, template
+    vessel_gain: float = 0.3
+
+    def __post_init__(self) -> None:
+        # What every image warps: [density, air] (density already includes lungs and vessels).
+        body, air, _lung, ves = self.maps.unbind(1)
+        self.warp_maps = torch.stack([body - air + self.vessel_gain * ves, air], dim=1).contiguous()
 
     @property
     def size(self) -> int:
@@ -100,13 +106,13 @@ def _vessel_field(
     theta = torch.atan2(dy, dx)
     A, R = 160, 48
     z = torch.randn(k, 1, R, A, generator=gen)
-    z = gaussian_blur(z, 0)  # placeholder keeps shape
     # Anisotropic smoothing: strong along radius (rows), light across angle (columns).
     z = _blur_axis(z, 5.0, axis=2)
     z = _blur_axis(z, 1.3, axis=3)
     z = z / z.flatten(1).std(dim=1).view(-1, 1, 1, 1)
     gx = theta / np.pi  # [-1,1] around the circle
     gy = (torch.log(r / 0.01) / np.log(0.6 / 0.01)).clamp(0, 1) * 2 - 1
+    gx, gy = torch.broadcast_tensors(gx, gy)
     grid = torch.stack([gx, gy], dim=-1)
     zs = F.grid_sample(z, grid, align_corners=False, padding_mode="border")[:, 0]
     width = 0.22 * (0.035 / r).clamp(max=3.0) ** 0.7
@@ -132,15 +138,17 @@ def build_bank(templates: np.ndarray, size: int, k: int, seed: int) -> AnatomyBa
     p = sample_bank_params(rng, k, len(templates))
     g = size
     ax = (torch.arange(g, dtype=torch.float32) + 0.5) / g
-    vv, uu = torch.meshgrid(ax, ax, indexing="ij")
-    uu, vv = uu[None].expand(k, g, g), vv[None].expand(k, g, g)
+    # 1-D coordinates broadcast against each other: terms depending on one axis stay cheap.
+    uu, vv = ax.view(1, 1, g), ax.view(1, g, 1)
     cx, lw, ltop, lh = _col(p["cx"]), _col(p["lw"]), _col(p["ltop"]), _col(p["lh"])
     female, ap = _col(p["female"]), _col(p["ap"])
 
     # Lung field from a real mask, stretched to this chest's lung box.
     tm = torch.as_tensor(templates[p["template"]], dtype=torch.float32) / 255.0
     tm = tm.amax(dim=1, keepdim=True)
-    grid = torch.stack([(uu - (cx - lw / 2)) / lw * 2 - 1, (vv - ltop) / lh * 2 - 1], dim=-1)
+    grid = torch.stack(
+        [((uu - (cx - lw / 2)) / lw * 2 - 1).expand(k, g, g), ((vv - ltop) / lh * 2 - 1).expand(k, g, g)], dim=-1
+    )
     lung_raw = F.grid_sample(tm, grid, align_corners=False, padding_mode="zeros")
     lung = smoothstep(0.3, 0.7, gaussian_blur(lung_raw, g / 256))[:, 0]
     depth = gaussian_blur(lung[:, None], g * 0.03)[:, 0]
@@ -197,7 +205,7 @@ def build_bank(templates: np.ndarray, size: int, k: int, seed: int) -> AnatomyBa
     rib = smoothstep(0.0, 0.07, f) * smoothstep(0.46, 0.38, f)
     cortex = torch.exp(-(((f - 0.03) / 0.025) ** 2)) + torch.exp(-(((f - 0.42) / 0.025) ** 2))
     cage = smoothstep(1.12, 1.0, dx_n) * smoothstep(0.03, 0.06, adx) * smoothstep(lung_bottom + 0.05, lung_bottom - 0.05, vv)
-    body = body + (0.10 * rib + 0.05 * cortex) * cage * (0.4 + 0.6 * lung)
+    body = body + (0.055 * rib + 0.03 * cortex) * cage * (0.3 + 0.7 * lung)
     # Anterior ribs: fainter bands descending towards the midline.
     t2 = vv - ltop - 0.08 + 0.16 * (1 - dx_n)
     ph2 = (t2.clamp(min=0) / lh) * 6.5
@@ -224,5 +232,6 @@ def build_bank(templates: np.ndarray, size: int, k: int, seed: int) -> AnatomyBa
     hx_r, hx_l = cx - 0.085 * lw / 0.72, cx + 0.085 * lw / 0.72
     vessels = torch.maximum(_vessel_field(uu, vv, hx_r, hy, gen), _vessel_field(uu, vv, hx_l, hy, gen))
     vessels = vessels * lung * smoothstep(0.05, 0.3, depth)
-    maps = torch.stack([body, air, lung, vessels], dim=1).contiguous()
+    full = (k, g, g)
+    maps = torch.stack([t.expand(full) for t in (body, air, lung, vessels)], dim=1).contiguous()
     return AnatomyBank(maps=maps, params=p)

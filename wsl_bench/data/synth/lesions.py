@@ -91,7 +91,8 @@ def atelectasis(box, g, rng, contrast=1.0) -> Lesion:
         apex_left = rng.random() < 0.5
         s = (u + 1) / 2 if apex_left else (1 - u) / 2  # 0 at the apex, 1 at the base
         half = 0.1 + 0.9 * s
-        prof = _smooth(1.1, 0.85, np.abs(v) / np.maximum(half, 1e-3)) * _smooth(-0.05, 0.05, s) * _smooth(1.08, 0.95, s)
+        edge = 0.25 + 0.1 * _noise(rng, u.shape, max(1.0, 0.1 * box[3]))
+        prof = _smooth(1.0 + edge, 1.0 - edge, np.abs(v) / np.maximum(half, 1e-3)) * _smooth(-0.1, 0.15, s) * _smooth(1.1, 0.9, s)
     prof = prof.astype(np.float32)
     return Lesion("Atelectasis", y0, x0, prof, prof > 0.5, contrast * rng.uniform(0.3, 0.42))
 

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from wsl_bench.data.synth import lesions as L
-from wsl_bench.data.synth.anatomy import AnatomyBank, gaussian_blur
+from wsl_bench.data.synth.anatomy import AnatomyBank
 
 MIN_LESION_PIXELS = 3
+LUNG_AIR_THRESHOLD = 0.15  # air depth above which a pixel is lung field
 
 
 @dataclass
@@ -172,8 +173,12 @@ def _place(req: LesionRequest, lung: np.ndarray, fr: _Frame, g: int, rng, contra
         else:
             les = L.BOX_DRAWERS[lab](req.box, g, rng, contrast)
         return les, right, req.box
-    w, h = req.size
-    for _attempt in range(6):
+    w0, h0 = req.size
+    min_side = (0.08 if lab in ("Effusion", "Pneumothorax") else 0.025) * g
+    les, right = None, False
+    for _attempt in range(8):
+        grow = 1.4 ** max(0, _attempt - 2)
+        w, h = max(w0, min_side) * grow, max(h0, min_side) * grow
         right = bool(rng.random() < 0.5)
         if lab in ("Effusion", "Pneumothorax"):
             side = _side_mask(lung, mid, right)
@@ -212,11 +217,12 @@ def _place(req: LesionRequest, lung: np.ndarray, fr: _Frame, g: int, rng, contra
             clip = lung
         hh, ww = les.profile.shape
         cl = clip[les.y0 : les.y0 + hh, les.x0 : les.x0 + ww]
-        les.mask = les.mask & cl
-        if les.mask.sum() >= MIN_LESION_PIXELS:
+        if (les.mask & cl).sum() >= MIN_LESION_PIXELS:
+            les.mask = les.mask & cl
             les.profile = les.profile * cl
             return les, right, None
-    return None
+    # Lungs too small for a clipped lesion of this size: keep the last one unclipped.
+    return (les, right, None) if les is not None and les.mask.sum() > 0 else None
 
 
 def _apply(Lmap, vis, les: L.Lesion):
@@ -328,67 +334,91 @@ class RenderResult:
     lesions: list[list[DrawnLesion]]
 
 
+def _grid(theta: torch.Tensor, g: int, y0: int = 0, x0: int = 0, h: int | None = None, w: int | None = None) -> torch.Tensor:
+    """Sampling grid [B,h,w,2] of the image region (y0,x0,h,w) in bank coords (align_corners=False)."""
+    h = g if h is None else h
+    w = g if w is None else w
+    xs = (2 * (torch.arange(x0, x0 + w, dtype=torch.float32) + 0.5) / g) - 1
+    ys = (2 * (torch.arange(y0, y0 + h, dtype=torch.float32) + 0.5) / g) - 1
+    out = torch.empty(theta.shape[0], h, w, 2)
+    for c in range(2):
+        a, b, t = (theta[:, c, j].view(-1, 1, 1) for j in range(3))
+        torch.add(a * xs.view(1, 1, w), b * ys.view(1, h, 1) + t, out=out[..., c])
+    return out
+
+
+def _sample_crop(bank: AnatomyBank, k: int, theta_i: torch.Tensor, channel: int, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    grid = _grid(theta_i[None], bank.size, y0, x0, h, w)
+    out = F.grid_sample(bank.maps[k : k + 1, channel : channel + 1], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0, 0].numpy()
+
+
 def render_chunk(bank: AnatomyBank, specs: list[ImageSpec], contrast: float = 1.0) -> RenderResult:
     """Render `specs` on `bank`. Deterministic: every random draw comes from `spec.seed`."""
     g = bank.size
     B = len(specs)
     theta = _theta(specs)
     idx = torch.as_tensor([s.bank_index for s in specs], dtype=torch.long)
-    grid = F.affine_grid(theta, [B, 4, g, g], align_corners=False)
-    maps = F.grid_sample(bank.maps[idx], grid, mode="bilinear", padding_mode="border", align_corners=False)
-    body, air, lung_soft, ves = (maps[:, c] for c in range(4))
-    lesion_map = torch.zeros(B, g, g)
-    vis = torch.ones(B, g, g)
-    body_np, air_np, lung_np, lm_np, vis_np = body.numpy(), air.numpy(), lung_soft.numpy(), lesion_map.numpy(), vis.numpy()
-    lungs = np.zeros((B, g, g), dtype=bool)
+    maps = F.grid_sample(bank.warp_maps[idx], _grid(theta, g), mode="bilinear", padding_mode="border", align_corners=False)
+    dens, air = maps[:, 0], maps[:, 1]
+    dens_np, air_np = dens.numpy(), air.numpy()
+    lungs = air_np > LUNG_AIR_THRESHOLD
     drawn: list[list[DrawnLesion]] = []
-    air_gain = np.ones(B, dtype=np.float32)
-    rngs = []
+    vg = bank.vessel_gain
     for i, s in enumerate(specs):
         rng = np.random.default_rng(s.seed)
-        rngs.append(rng)
         fr = _Frame(theta[i].numpy(), g, bank.params, s.bank_index)
         y0, x0, h = _heart(fr, s, g)
         hh, ww = h.shape
         sl = (slice(y0, y0 + hh), slice(x0, x0 + ww))
-        air_np[i][sl] *= 1 - h
-        lung_np[i][sl] *= 1 - h
-        body_np[i][sl] += 0.06 * h
-        lung = lung_np[i] > 0.5
-        lungs[i] = lung
+        # The heart replaces lung air (and its vessels) with soft tissue.
+        ves_c = _sample_crop(bank, s.bank_index, theta[i], 3, y0, x0, hh, ww)
+        dens_np[i][sl] += h * (air_np[i][sl] - vg * ves_c + 0.06)
+        lungs[i][sl] &= h < 0.5
+        lung = lungs[i]
+        dl = np.zeros((g, g), dtype=np.float32)
+        vis = np.ones((g, g), dtype=np.float32)
         out: list[DrawnLesion] = []
         ptx_right = None
         for req in s.lesions:
             if req.label == "Cardiomegaly":
-                m = h > 0.5
-                box = req.box
-                out.append(DrawnLesion("Cardiomegaly", y0, x0, m, "left", "middle", box=box))
+                out.append(DrawnLesion("Cardiomegaly", y0, x0, h > 0.5, "left", "middle", box=req.box))
                 continue
             res = _place(req, lung, fr, g, rng, contrast)
             if res is None:
                 continue
             les, right, box = res
-            _apply(lm_np[i], vis_np[i], les)
+            _apply(dl, vis, les)
+            if les.suppress_vessels:
+                ph, pw = les.profile.shape
+                vc = _sample_crop(bank, s.bank_index, theta[i], 3, les.y0, les.x0, ph, pw)
+                dl[les.y0 : les.y0 + ph, les.x0 : les.x0 + pw] -= vg * vc * les.profile
             if req.label == "Pneumothorax":
                 ptx_right = right
             ys, xs = np.nonzero(les.mask)
             cy = les.y0 + (ys.mean() if len(ys) else les.profile.shape[0] / 2)
             out.append(DrawnLesion(req.label, les.y0, les.x0, les.mask, "right" if right else "left", _zone(fr, cy, g), box=box))
-        _image_findings(s, lm_np[i], vis_np[i], lung, fr, g, rng, contrast)
-        _confounders(s, lm_np[i], lung, fr, g, rng, ptx_right)
+        if s.findings:
+            _image_findings(s, dl, vis, lung, fr, g, rng, contrast)
+            if "Emphysema" in s.findings:
+                vfull = _sample_crop(bank, s.bank_index, theta[i], 3, 0, 0, g, g)
+                dl -= 0.5 * vg * vfull * lung
+        if s.chest_tube:
+            _confounders(s, dl, lung, fr, g, rng, ptx_right)
+        if out or s.findings or s.chest_tube:
+            dens_np[i] += dl
         drawn.append(out)
-    dens = body - air * torch.from_numpy(air_gain).view(-1, 1, 1) + 0.3 * ves * vis + lesion_map
     lo = torch.tensor([s.lo for s in specs]).view(-1, 1, 1)
-    hi = torch.tensor([s.hi for s in specs]).view(-1, 1, 1)
+    span = torch.tensor([s.hi - s.lo for s in specs]).view(-1, 1, 1)
     gamma = torch.tensor([s.gamma for s in specs]).view(-1, 1, 1)
-    img = ((dens - lo) / (hi - lo)).clamp_(1e-4, 1.0).pow_(gamma)
-    alpha = torch.tensor([s.blur for s in specs]).view(-1, 1, 1, 1)
-    img = img[:, None]
-    img = (img + alpha * (gaussian_blur(img, max(0.6, g / 256)) - img))[:, 0]
+    img = dens.sub_(lo).div_(span).clamp_(1e-4, 1.0).pow_(gamma)
+    alpha = torch.tensor([s.blur for s in specs]).view(-1, 1, 1)
+    blurred = F.avg_pool2d(img[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
+    img.mul_(1 - alpha).add_(blurred.mul_(alpha))
     gen = torch.Generator().manual_seed(int(specs[0].seed) % (2**63))
-    sigma = torch.tensor([s.noise for s in specs]).view(-1, 1, 1)
-    img.add_(torch.randn(img.shape, generator=gen) * sigma)
-    out_np = img.mul_(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    sigma = torch.tensor([s.noise * 255 for s in specs]).view(-1, 1, 1)
+    noise = torch.randn(img.shape, generator=gen).mul_(sigma)
+    out_np = img.mul_(255).add_(noise).round_().clamp_(0, 255).to(torch.uint8).numpy()
     for i, s in enumerate(specs):
         if s.marker_corner >= 0:
             f = out_np[i].astype(np.float32) / 255

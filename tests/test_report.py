@@ -1,0 +1,169 @@
+"""The report stage: tables read back the scorer's numbers exactly, files are complete, errors are clear."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from test_report_helpers import fake_report, make_fake_run  # noqa: F401 - fake_report is a fixture
+
+from wsl_bench.labels import BOX_FINDINGS
+from wsl_bench.report import ReportInputError, load_runs, write_report
+from wsl_bench.report import summary_access as sa
+from wsl_bench.report.gallery import render_tile, select_extremes, select_same_cases
+from wsl_bench.report.style import GT_COLOR, method_colors
+from wsl_bench.report.tables import fmt_cell, to_markdown
+
+TABLES = ("macro_iou_accuracy", "iou_accuracy", "iobb_accuracy", "size_bins", "auroc", "runtime")
+FIGURES = ("iou_curves", "iobb_curves", "size_bars", "class_matrix", "gallery_same_images", "gallery_best_worst")
+
+
+def test_report_writes_every_file(fake_report):
+    _, out = fake_report
+    assert (out / "report.md").is_file() and (out / "index.html").is_file()
+    for name in TABLES:
+        assert (out / "tables" / f"{name}.csv").stat().st_size > 0
+        tex = (out / "tables" / f"{name}.tex").read_text()
+        assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    for stem in FIGURES:
+        assert (out / "figures" / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+        with Image.open(out / "figures" / f"{stem}.png") as im:
+            assert round(im.info["dpi"][0]) == 300
+
+
+def test_tables_read_back_the_summary_exactly(fake_report):
+    run, out = fake_report
+    long = pd.read_csv(out / "tables" / "iou_accuracy.csv", dtype={"threshold": str})
+    for method in ("good", "medium", "random", "prior-center"):
+        summary = json.loads((run / "scores" / method / "summary.json").read_text())
+        for label in (*BOX_FINDINGS, "macro"):
+            for t in sa.IOU_THRESHOLDS:
+                row = long[(long.method == method) & (long.label == label) & (long.threshold == t)]
+                assert len(row) == 1
+                assert row["value"].iloc[0] == pytest.approx(summary["iou_acc"][label][t], abs=1e-6)
+                assert row["ci_low"].iloc[0] == pytest.approx(summary["ci"]["iou_acc"][label][t][0], abs=1e-6)
+    iobb = pd.read_csv(out / "tables" / "iobb_accuracy.csv", dtype={"threshold": str})
+    summary = json.loads((run / "scores" / "good" / "summary.json").read_text())
+    acc = iobb[(iobb.method == "good") & (iobb.row == "Acc.") & (iobb.label == "Mass") & (iobb.threshold == "0.25")]
+    afp = iobb[(iobb.method == "good") & (iobb.row == "AFP") & (iobb.label == "Mass") & (iobb.threshold == "0.25")]
+    assert acc["value"].iloc[0] == pytest.approx(summary["iobb_acc"]["Mass"]["0.25"], abs=1e-6)
+    assert afp["value"].iloc[0] == pytest.approx(summary["afp"]["Mass"]["0.25"], abs=1e-6)
+
+
+def test_markdown_shows_the_headline_and_the_sanity_baselines_last(fake_report):
+    run, out = fake_report
+    md = (out / "report.md").read_text()
+    assert md.splitlines()[2].startswith("Regenerate with: `wsl-bench report ")
+    summary = json.loads((run / "scores" / "good" / "summary.json").read_text())
+    macro = summary["iou_acc"]["macro"]["0.5"]
+    lo, hi = summary["ci"]["iou_acc"]["macro"]["0.5"]
+    headline = md.split("## Macro IoU accuracy")[1].split("##")[0]
+    good_row = next(line for line in headline.splitlines() if line.startswith("| good "))
+    assert f"{macro:.2f} [{lo:.2f}, {hi:.2f}]" in good_row
+    rows = [line.split("|")[1].strip() for line in headline.splitlines() if line.startswith("| ") and "Method" not in line]
+    assert rows == ["good", "medium", "random", "prior-center"]
+    assert "Sanity baselines missing from these runs: prior-lung" in md
+    for stem in FIGURES:
+        assert f"(figures/{stem}.png)" in md
+
+
+def test_latex_escapes_and_bolds_the_best(fake_report):
+    _, out = fake_report
+    tex = (out / "tables" / "auroc.tex").read_text()
+    assert "Pleural Thickening" in tex and "Pleural_Thickening" not in tex.replace("\\_", "")
+    macro = (out / "tables" / "macro_iou_accuracy.tex").read_text()
+    assert "\\textbf{" in macro and "\\multirow" not in macro
+
+
+def test_gallery_tiles_exist_for_every_method(fake_report):
+    _, out = fake_report
+    for method in ("good", "medium", "random", "prior-center"):
+        tiles = list((out / "gallery" / method).glob("*.png"))
+        assert len(tiles) >= 8  # one per class of the same-image set, plus best and worst
+    assert len(list((out / "gallery" / "_image").glob("*.png"))) == 8
+
+
+def test_missing_scores_and_unknown_reference_are_clear_errors(tmp_path):
+    run = make_fake_run(tmp_path / "run", n_images=8)
+    with pytest.raises(ReportInputError, match="not a method of these runs"):
+        write_report([run], tmp_path / "out", reference="nope")
+    (run / "scores" / "good" / "per_box.csv").unlink()
+    with pytest.raises(ReportInputError, match=r"scores/good/per_box\.csv is missing"):
+        load_runs([run])
+    shutil.rmtree(run / "scores")
+    with pytest.raises(ReportInputError, match="no scores/ folder"):
+        load_runs([run])
+    with pytest.raises(ReportInputError, match="does not exist"):
+        load_runs([tmp_path / "absent"])
+
+
+def test_per_box_without_required_columns_names_them(tmp_path):
+    run = make_fake_run(tmp_path / "run", n_images=8)
+    pb = pd.read_csv(run / "scores" / "medium" / "per_box.csv").drop(columns=["best_iou"])
+    pb.to_csv(run / "scores" / "medium" / "per_box.csv", index=False)
+    with pytest.raises(ReportInputError, match="lacks column\\(s\\) best_iou"):
+        load_runs([run])
+
+
+def test_two_runs_with_the_same_method_get_distinct_names(tmp_path):
+    a = make_fake_run(tmp_path / "a", n_images=8, methods={"good": 0.0, "random": None})
+    b = make_fake_run(tmp_path / "b", n_images=8, methods={"good": 0.3, "other": 0.1})
+    rs = load_runs([a, b])
+    assert rs.names == ["a/good", "b/good", "other", "random"]
+    assert rs.same_data  # same seed, same boxes: paired tests and galleries are valid
+
+
+def test_method_colours_are_distinct_stable_and_grey_for_baselines():
+    names = ["clarity", "gradcam", "rollout", "prior-center", "random"]
+    c1 = method_colors(names)
+    assert len(set(c1.values())) == len(names)
+    assert c1 == method_colors(names)
+    for ref in ("prior-center", "random"):
+        r, g, b = (int(c1[ref][i : i + 2], 16) for i in (1, 3, 5))
+        assert r == g == b  # greys
+    many = method_colors([f"m{i}" for i in range(14)])
+    assert len(set(many.values())) == 14
+
+
+def test_summary_access_accepts_both_spellings_and_ci_forms():
+    s = {"iou_acc": {"Infiltrate": {"0.1": 0.5}}, "ci": {"iou_acc": {"Infiltrate": {"0.1": {"low": 0.4, "high": 0.6}}}},
+         "iobb_acc_ci": {"macro": {"0.25": [0.1, 0.2]}}}
+    assert sa.value(s, "iou_acc", "Infiltration", "0.1") == 0.5
+    assert sa.value(s, "iou_acc", "Infiltrate", 0.1) == 0.5
+    assert sa.ci(s, "iou_acc", "Infiltration", "0.1") == (0.4, 0.6)
+    assert sa.ci(s, "iobb_acc", "macro", "0.25") == (0.1, 0.2)
+    assert math.isnan(sa.value(s, "iou_acc", "Mass", "0.1"))
+    assert all(math.isnan(v) for v in sa.ci(s, "iou_acc", "Mass", "0.1"))
+
+
+def test_cell_format_and_markdown_layout():
+    assert fmt_cell(0.5, 0.4, 0.61, sig=True) == "0.50 [0.40, 0.61]*"
+    assert fmt_cell(float("nan")) == "–"
+    df = pd.DataFrame({"a": ["1", "2|3"]}, index=pd.MultiIndex.from_tuples([("0.1", "x"), ("0.1", "y")], names=["T", "M"]))
+    bold = pd.DataFrame({"a": [True, False]}, index=df.index)
+    assert to_markdown(df, bold).splitlines() == ["| T | M | a |", "|---|---|---:|", "| 0.1 | x | **1** |", "|  | y | 2\\|3 |"]
+
+
+def test_extremes_and_same_cases_are_deterministic():
+    pb = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "label": ["Mass"] * 4, "x": [0, 1, 2, 3], "y": 0, "w": 5, "h": 5,
+                       "best_iou": [0.2, 0.9, 0.0, 0.0], "best_iobb": [0.3, 0.9, 0.5, 0.1]})
+    best, worst = select_extremes(pb, k=2)
+    assert [c.image_id for c in best] == ["b", "a"]
+    assert [c.image_id for c in worst] == ["d", "c"]  # ties on IoU broken by IoBB
+    boxes = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "label": ["Mass", "Mass", "Mass", "Nodule"], "x": 0, "y": 0,
+                          "w": [10, 20, 30, 5], "h": [10, 20, 30, 5]})
+    cases = select_same_cases(boxes)
+    assert [(c.image_id, c.label) for c in cases] == [("b", "Mass"), ("d", "Nodule")]  # median-area box per class
+
+
+def test_tile_draws_the_ground_truth_box_where_it_is():
+    img = np.full((100, 200), 128, np.uint8)  # original 100x200 (h, w), shown at 64x64
+    tile = render_tile(img, (100, 200), (50.0, 25.0, 100.0, 50.0), None, None, "#ff0000", side=64)
+    gt = tuple(int(GT_COLOR[i : i + 2], 16) for i in (1, 3, 5))
+    assert tuple(tile[16, 30]) == gt  # top edge of the box: y = 25/100*64 = 16, x from 50/200*64 = 16 to 48
+    assert tuple(tile[40, 40]) == (128, 128, 128)  # inside the box, untouched
