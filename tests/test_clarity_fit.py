@@ -130,6 +130,7 @@ def test_priors_synth_user_and_errors(tmp_path):
         UserMasks(tmp_path / "nope")
 
 
+@pytest.mark.slow  # decodes the 517 real lung masks of the torchxrayvision wheel (~15 s on 2 cores)
 def test_lung_atlas_prior_for_data_without_masks():
     train = ToyLungs(2, 0)
     prior = make_prior("auto", train, train)
@@ -137,3 +138,25 @@ def test_lung_atlas_prior_for_data_without_masks():
     assert out.shape == (2, 1, 32, 32)
     centre, corner = out[0, 0, 16, 8].item(), out[0, 0, 0, 0].item()  # a lung field vs the image corner
     assert centre > 0.5 > corner
+
+
+def test_dice_known_values_and_segmenter_trains_on_masks(tmp_path):
+    from clarity.segmenter import LungSegmenter, dice, train_segmenter
+
+    t = torch.zeros(1, 1, 2, 2)
+    t[0, 0, 0] = 1
+    assert dice(t, t).item() == pytest.approx(1.0)
+    assert dice(torch.full_like(t, 0.5), t).item() == pytest.approx(2 * 1.0 / (2.0 + 2.0))
+    train, val = ToyLungs(32, 0), ToyLungs(16, 1)
+    ctx = FitContext(checkpoint_dir=tmp_path / "x", run_dir=tmp_path, seed=0)
+    seg = train_segmenter(train, val, ctx, epochs=2, batch_size=16)
+    prob = seg.predict(val.images[:4])
+    assert prob.shape == (4, 1, 64, 64)
+    target = val.lung.expand(4, 1, 64, 64)
+    assert dice(prob, target) > dice(LungSegmenter().predict(val.images[:4]), target)
+    prior = make_prior("segmenter", train, val, segmenter=seg)
+    torch.testing.assert_close(prior({"image": val.images[:4]}, True), prob)
+    again = train_segmenter(train, val, ctx, epochs=2, batch_size=16)  # cached in the run folder
+    torch.testing.assert_close(again.predict(val.images[:4]), prob)
+    with pytest.raises(ValueError, match="lung_mask"):
+        train_segmenter(torch.utils.data.TensorDataset(torch.zeros(2)), val, ctx)

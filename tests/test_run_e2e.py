@@ -33,9 +33,8 @@ def reference_run(plugin_site, tmp_path_factory):
     return out, proc
 
 
-def test_plugin_method_runs_through_the_cli(plugin_site, reference_run):
-    listing = wsl_bench(["methods"], plugin_site)
-    assert listing.returncode == 0 and "tiny-cam" in listing.stdout
+def test_plugin_method_runs_through_the_cli(reference_run):
+    # tiny-cam is visible to the subprocess only through the installed dist-info's entry point
     out, proc = reference_run
     assert set(summaries(out)) == {"tiny-cam", "prior-center", "prior-lung", "random"}
     assert (out / "report" / "report.md").is_file()
@@ -60,11 +59,3 @@ def test_sigkill_during_fit_and_explain_then_resume_gives_identical_scores(plugi
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "fit: tiny-cam" not in finished.stderr  # fit was completed by the second attempt
     assert summaries(out) == summaries(reference_run[0])
-
-
-def test_two_runs_in_one_folder_get_a_lock_error(plugin_site, tmp_path):
-    from wsl_bench.run import run_lock
-
-    with run_lock(tmp_path / "busy"):
-        proc = wsl_bench(["run", *TINY, "--out", str(tmp_path / "busy")], plugin_site)
-    assert proc.returncode == 2 and "in use by another wsl-bench run" in proc.stderr

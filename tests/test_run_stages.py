@@ -78,7 +78,7 @@ def test_second_run_skips_every_stage(done_run, demo_method, tmp_path):
     before = {p: p.read_bytes() for p in (out / "scores").rglob("*.json")}
     log = Log()
     R.execute(small_config(demo_method), out, log=log)
-    assert not [m for m in log if m.startswith(("fit", "explain", "score", "data"))], log
+    assert not [m for m in log if m.startswith(("fit", "explain", "score", "data: writing", "report"))], log
     assert {p: p.read_bytes() for p in (out / "scores").rglob("*.json")} == before
 
 
@@ -93,7 +93,18 @@ def test_truncated_bundle_is_redone_not_trusted(done_run, demo_method, tmp_path)
     assert (out / "scores" / demo_method / "summary.json").read_bytes() == summary
 
 
-def test_config_change_redoes_exactly_the_affected_stages(done_run, demo_method, tmp_path):
+def test_damaged_checkpoint_is_refitted_from_scratch(done_run, demo_method, tmp_path):
+    out = fresh_copy(done_run[0], tmp_path / "damaged")
+    weights = out / "checkpoints" / demo_method / "model.pt"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    summary = (out / "scores" / demo_method / "summary.json").read_bytes()
+    log = Log()
+    R.execute(small_config(demo_method), out, log=log)
+    assert any("fail their checksums; refitting from scratch" in m for m in log)
+    assert weights.read_bytes() == good  # CPU training is bit-identical
+    assert (out / "scores" / demo_method / "summary.json").read_bytes() == summary
+_exactly_the_affected_stages(done_run, demo_method, tmp_path):
     out = fresh_copy(done_run[0], tmp_path / "changed")
     old_ckpt = (out / "checkpoints" / demo_method / "model.pt").read_bytes()
     # a scoring setting: only the scores (and report) are redone
@@ -160,3 +171,20 @@ def test_overrides_parse():
     for bad in ("n_train=3", "zzz.a=1", "methods.gradcam=1", "data.n_train"):
         with pytest.raises(R.RunError):
             R.parse_overrides([bad])
+
+
+def test_explain_command_draws_one_image(done_run, demo_method, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from wsl_bench.cli import app
+
+    with np.load(done_run[0] / "data/gallery.npz") as g:
+        Image.fromarray(g[g.files[0]]).resize((100, 120)).convert("RGB").save(tmp_path / "cxr.jpg")
+    out = tmp_path / "cxr.tiny.png"
+    result = CliRunner().invoke(app, ["explain", "--run", str(done_run[0]), "--method", demo_method, str(tmp_path / "cxr.jpg"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.width > 600
+    bad = CliRunner().invoke(app, ["explain", "--run", str(done_run[0]), "--method", "gradcam", str(tmp_path / "cxr.jpg")])
+    assert bad.exit_code == 2 and "not part of run" in bad.output

@@ -193,3 +193,26 @@ def test_prevalence_follows_floors():
     e, a = finding_index("Effusion"), finding_index("Atelectasis")
     joint = (w * y[:, e] * y[:, a]).sum()
     assert joint > prev[e] * prev[a]
+
+
+@pytest.mark.slow
+def test_intensity_histograms_do_not_solve_the_task(cache):
+    """A logistic regression on 16-bin global intensity histograms stays near chance
+    (mean AUROC over the 14 findings < 0.65): methods have to look at the lesions."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    c = load_synth(SynthConfig(n_train=1500, n_val=0, n_test=1000, seed=0), cache_dir=cache / "synth")
+
+    def hist(ds):
+        x = ds.images.reshape(len(ds), -1)
+        return np.stack([np.bincount(r // 16, minlength=16) for r in x]).astype(float) / x.shape[1]
+
+    xtr, xte = hist(c.train), hist(c.test)
+    aucs = []
+    for j in range(len(FINDINGS)):
+        ytr, yte = c.train.labels[:, j], c.test.labels[:, j]
+        assert 0 < ytr.sum() < len(ytr) and 0 < yte.sum() < len(yte)
+        model = LogisticRegression(max_iter=2000, C=10.0).fit(xtr, ytr)
+        aucs.append(roc_auc_score(yte, model.predict_proba(xte)[:, 1]))
+    assert np.mean(aucs) < 0.65, dict(zip(FINDINGS, np.round(aucs, 3)))

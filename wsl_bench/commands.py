@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never break a message (or a path) across lines
 
 
 def _fail(msg: str, code: int = 2) -> None:

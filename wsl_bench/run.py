@@ -92,7 +92,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
-        if not sep or not all(parts):
+        if not sep or len(parts) < 2 or not all(parts):
             raise RunError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. --set data.n_train=200")
         if parts[0] not in ("data", "fit", "explain", "score", "report", "methods"):
             raise RunError(
@@ -236,7 +236,7 @@ def run_config_hash(cfg: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-def load_cohort(data_cfg: dict[str, Any], seed: int):
+def load_cohort(data_cfg: dict[str, Any], seed: int, progress: bool = False):
     """Load the cohort a run config names (SynthCXR or NIH)."""
     d = dict(data_cfg)
     name = d.pop("name")
@@ -244,7 +244,7 @@ def load_cohort(data_cfg: dict[str, Any], seed: int):
         from wsl_bench.data.synth import SynthConfig, load_synth
 
         d.pop("root", None)
-        return load_synth(SynthConfig.from_dict({**d, "seed": seed}))
+        return load_synth(SynthConfig.from_dict({**d, "seed": seed}), progress=progress)
     from wsl_bench.data.nih import load_nih
 
     return load_nih(
@@ -459,13 +459,17 @@ def fit_stage(run: Run, cohort, name: str, key: str) -> None:
     spec = run.config["methods"][name]
     ckdir = run.dir / "checkpoints" / name
     stage_file = ckdir / "stage.json"
-    if ckdir.exists():
+    entry = run.stage(f"fit/{name}")
+    if ckdir.exists() and is_rank_zero():
         try:
             old = json.loads(stage_file.read_text()).get("key")
         except (OSError, ValueError):
             old = None
-        if old != key and is_rank_zero():
+        if old != key:
             run.log(f"fit {name}: checkpoints were made by another config; starting this fit afresh")
+            shutil.rmtree(ckdir)
+        elif entry.get("key") == key and entry.get("done"):
+            run.log(f"fit {name}: a finished fit's files fail their checksums; refitting from scratch")
             shutil.rmtree(ckdir)
     if is_rank_zero():
         write_json(stage_file, {"key": key, "method": name})
@@ -703,7 +707,8 @@ def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = p
             run.save_manifest()
 
         t0 = time.perf_counter()
-        cohort = load_cohort(config["data"], config["seed"])
+        log(f"data: loading {config['data']['name']} (generated once, then read from the cache)")
+        cohort = load_cohort(config["data"], config["seed"], progress=bool(config.get("progress", False)))
         keys = stage_keys(run, cohort.fingerprint)
         if not run.is_done("data", keys["data"]) and is_rank_zero():
             log(f"data: writing test tables for {cohort.name} ({len(cohort.train)}/{len(cohort.val)}/{len(cohort.test)} images)")

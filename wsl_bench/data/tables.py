@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wsl_bench.data.schema import BOX_COLUMNS
-from wsl_bench.labels import BOX_FINDINGS, FINDINGS, box_to_finding
+from wsl_bench.labels import FINDINGS, box_to_finding
 
 DATA_ENTRY_REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
 
@@ -54,35 +53,12 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_bbox_list(path: str | os.PathLike) -> pd.DataFrame:
-    """BBox_List_2017.csv -> BOX_COLUMNS DataFrame (label in box-file spelling, 1024-px coords).
+    """BBox_List_2017.csv -> validated BOX_COLUMNS DataFrame (box-file labels, original pixels).
 
-    Accepts the official header (`Image Index,Finding Label,Bbox [x,y,w,h]`) or BOX_COLUMNS names.
-    Bad rows are an error naming the row."""
-    path = Path(path)
-    try:
-        raw = pd.read_csv(path)
-    except Exception as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
-    if set(BOX_COLUMNS) <= set(raw.columns):
-        df = raw[list(BOX_COLUMNS)].copy()
-    else:
-        if raw.shape[1] < 6 or "Image Index" not in raw.columns:
-            raise ValueError(f"{path} is not a BBox_List_2017 file (expected columns Image Index, Finding Label, Bbox [x,y,w,h])")
-        df = raw.iloc[:, :6].copy()
-        df.columns = list(BOX_COLUMNS)
-    df["image_id"] = df["image_id"].astype(str)
-    df["label"] = df["label"].astype(str).str.strip().replace({"Infiltration": "Infiltrate"})
-    bad = ~df["label"].isin(BOX_FINDINGS)
-    if bad.any():
-        r = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{path} row {r + 2}: unknown box label {df['label'].iloc[r]!r}; expected one of {', '.join(BOX_FINDINGS)}")
-    for c in ("x", "y", "w", "h"):
-        df[c] = pd.to_numeric(df[c], errors="coerce")
-    bad = df[["x", "y", "w", "h"]].isna().any(axis=1) | (df["w"] <= 0) | (df["h"] <= 0)
-    if bad.any():
-        r = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{path} row {r + 2}: box coordinates must be numbers with w, h > 0")
-    return df.reset_index(drop=True)
+    One parser for the whole project: the scorer's `wsl_bench.metrics.readers.read_bbox_csv`."""
+    from wsl_bench.metrics.readers import read_bbox_csv
+
+    return read_bbox_csv(path)
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -62,6 +63,9 @@ def auroc_summary(
         mat = np.stack([reps[f] for f in point], axis=1)
         lo, hi = percentile_ci(mat, level)
         out["ci"] = {f: [float(a), float(b)] for f, a, b in zip(point, lo, hi)}
-        mlo, mhi = percentile_ci(np.nanmean(mat, axis=1)[:, None], level)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with no positives of any class
+            mean_reps = np.nanmean(mat, axis=1)
+        mlo, mhi = percentile_ci(mean_reps[:, None], level)
         out["ci"]["mean"] = [float(mlo[0]), float(mhi[0])]
     return out

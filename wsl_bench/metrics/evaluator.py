@@ -20,7 +20,7 @@ from wsl_bench.heatmaps import bundle_key, check_map
 from wsl_bench.io import atomic_path, write_json
 from wsl_bench.localize.components import Candidates
 from wsl_bench.localize.geometry import overlaps, xywh_to_xyxy
-from wsl_bench.localize.maps import prepare, working_size
+from wsl_bench.localize.maps import prepare, single_thread, working_size
 from wsl_bench.localize.policies import (
     COMPONENT_RULES,
     POLICY_NAMES,
@@ -54,7 +54,7 @@ DEFAULT_OPTIONS = {
     "pointing_tolerance": 0.0,
     "miou_thresholds": MIOU_THRESHOLDS,
     "sweep_grid": SWEEP_GRID,
-    "sweep_size": 512,  # working grid (longer side) of the calibrated/maxboxacc sweeps
+    "sweep_size": 256,  # working grid (longer side) of the calibrated/maxboxacc sweeps
     "calibration_fraction": 0.5,
     "maxboxacc_iou": MAXBOXACC_IOU,
     "progress": False,
@@ -139,66 +139,80 @@ class _Progress:
             self.bar.close()
 
 
-class BoxScorer:
-    """Scores maps one at a time (`accumulate`) and returns the per-box rows (`compute`)."""
+@dataclass(frozen=True)
+class MapGroup:
+    """The ground-truth boxes of one (image, label) map: table row indices and xyxy boxes."""
 
-    def __init__(self, policy: BoxPolicy | None, opts: dict, masks: Mapping | None = None):
+    key: str
+    image_id: str
+    label: str
+    size: tuple[int, int]
+    rows: np.ndarray
+    gt: np.ndarray
+
+
+class BoxScorer:
+    """Scores maps one at a time (`accumulate`) into per-box result columns (`compute`).
+
+    Results live in preallocated arrays indexed by box row, so the hot loop has no pandas in it.
+    """
+
+    def __init__(self, policy: BoxPolicy | None, opts: dict, n_boxes: int, masks: Mapping | None = None):
         self.policy = policy
         self.opts = opts
         self.masks = masks
         self.pxap = PxAPAccumulator() if masks is not None else None
-        self.rows: list[dict] = []
+        self.scored = np.zeros(n_boxes, dtype=bool)
+        self.cols: dict[str, np.ndarray] = {
+            "missing": np.zeros(n_boxes, dtype=bool),
+            "best_iou": np.zeros(n_boxes),
+            "best_iobb": np.zeros(n_boxes),
+            "pointing_hit": np.zeros(n_boxes, dtype=bool),
+            "miou": np.zeros(n_boxes),
+            "cnr": np.full(n_boxes, np.nan),
+            "n_candidates": np.zeros(n_boxes),
+            **{fp_column(t): np.zeros(n_boxes) for t in opts["iobb_thresholds"]},
+        }
 
-    def _base_rows(self, key, group: pd.DataFrame) -> list[dict]:
-        return [dict(r) for r in group.to_dict("records")]
+    def accumulate(self, group: MapGroup, heatmap, sweep: bool = False):
+        """Score the boxes of one map; `heatmap` None = missing map (every box a miss).
 
-    def accumulate(self, key: str, heatmap, group: pd.DataFrame, size: tuple[int, int], sweep: bool = False):
-        """Score the boxes of one map; `heatmap` None = missing map (every box a miss)."""
-        rows = self._base_rows(key, group)
-        gt = xywh_to_xyxy(group[["x", "y", "w", "h"]].to_numpy())
-        o = self.opts
+        With `sweep`, also return the MaxBoxAcc sweep (best IoU/IoBB per grid threshold) of the map.
+        """
+        rows, gt, o, c = group.rows, group.gt, self.opts, self.cols
+        self.scored[rows] = True
         if heatmap is None:
-            for r in rows:
-                r.update(missing=True, n_candidates=0, best_iou=0.0, best_iobb=0.0, pointing_hit=False, miou=0.0, cnr=np.nan)
-                r.update({fp_column(t): 0 for t in o["iobb_thresholds"]})
-            self.rows.extend(rows)
+            c["missing"][rows] = True
             return None
-        norm, informative = prepare(check_map(key, heatmap), size)
-        hits = pointing_hits(norm, informative, gt, o["pointing_tolerance"])
-        miou, cnr = region_stats(norm, gt, o["miou_thresholds"])
-        if self.pxap is not None and key in self.masks:
-            self.pxap.accumulate(group["label"].iloc[0], norm, self.masks[key], key)
-        sweep_out = None
+        norm, informative = prepare(check_map(group.key, heatmap), group.size)
+        c["pointing_hit"][rows] = pointing_hits(norm, informative, gt, o["pointing_tolerance"])
+        c["miou"][rows], c["cnr"][rows] = region_stats(norm, gt, o["miou_thresholds"])
+        if self.pxap is not None and group.key in self.masks:
+            self.pxap.accumulate(group.label, norm, self.masks[group.key], group.key)
         if sweep:
-            work = working_size(size, o["sweep_size"])
-            wnorm, winf = (norm, informative) if work == tuple(size) else prepare(heatmap, work)
-            sweep_out = sweep_overlaps(wnorm, winf, gt, size, o["sweep_grid"], ("all",))
-            best_iou = best_iobb = np.zeros(len(rows))
-            n_cand, fps = np.nan, {fp_column(t): np.nan for t in o["iobb_thresholds"]}
-        else:
-            cand = self.policy.candidates(norm, informative)
+            work = working_size(group.size, o["sweep_size"])
+            wnorm, winf = (norm, informative) if work == tuple(group.size) else prepare(heatmap, work)
+            c["n_candidates"][rows] = np.nan
+            for t in o["iobb_thresholds"]:
+                c[fp_column(t)][rows] = np.nan
+            return sweep_overlaps(wnorm, winf, gt, group.size, o["sweep_grid"], ("all",))
+        cand = self.policy.candidates(norm, informative)
+        if len(cand):
             iou, iobb = overlaps(gt, cand.boxes)
-            best_iou = iou.max(axis=1) if len(cand) else np.zeros(len(rows))
-            best_iobb = iobb.max(axis=1) if len(cand) else np.zeros(len(rows))
-            cand_best = iobb.max(axis=0) if len(cand) else np.zeros(0)
-            n_cand = len(cand)
-            fps = {fp_column(t): int(np.count_nonzero(cand_best <= t)) for t in o["iobb_thresholds"]}
-        for i, r in enumerate(rows):
-            r.update(
-                missing=False,
-                n_candidates=n_cand,
-                best_iou=float(best_iou[i]),
-                best_iobb=float(best_iobb[i]),
-                pointing_hit=bool(hits[i]),
-                miou=miou,
-                cnr=cnr,
-            )
-            r.update(fps)
-        self.rows.extend(rows)
-        return sweep_out
+            c["best_iou"][rows] = iou.max(axis=1)
+            c["best_iobb"][rows] = iobb.max(axis=1)
+            cand_best = iobb.max(axis=0)
+            for t in o["iobb_thresholds"]:
+                c[fp_column(t)][rows] = np.count_nonzero(cand_best <= t)
+        c["n_candidates"][rows] = len(cand)
+        return None
 
-    def compute(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows)
+    def compute(self, boxes: pd.DataFrame) -> pd.DataFrame:
+        """The scored rows of `boxes` with the result columns added."""
+        out = boxes.copy()
+        for name, col in self.cols.items():
+            out[name] = col
+        return out[self.scored].reset_index(drop=True)
 
 
 def _finish_rows(per_box: pd.DataFrame, opts: dict) -> pd.DataFrame:
@@ -271,6 +285,13 @@ def score(
     DEFAULT_OPTIONS (tau, components, sweep_size, ...). Writes per_box.csv and summary.json to
     `out_dir` when given.
     """
+    with single_thread():
+        return _score(maps, boxes, image_sizes, policy, patients, probs, labels, masks, seed, n_boot,
+                      allow_missing, out_dir, policy_options)
+
+
+def _score(maps, boxes, image_sizes, policy, patients, probs, labels, masks, seed, n_boot, allow_missing,
+           out_dir, policy_options) -> ScoreResult:
     opts = _options(policy, policy_options)
     boxes = check_boxes(boxes)
     size_of = _size_lookup(image_sizes, maps)
@@ -291,10 +312,16 @@ def score(
         i = int(np.flatnonzero(dup.to_numpy())[0])
         raise ValueError(f"boxes row {i}: duplicate of an earlier box ({boxes['key'][i]}); remove it")
 
-    groups = {k: g.drop(columns=["key"]) for k, g in boxes.groupby("key", sort=False)}
+    keys = boxes.pop("key").to_numpy()
+    xyxy = xywh_to_xyxy(boxes[["x", "y", "w", "h"]].to_numpy())
+    groups: dict[str, MapGroup] = {}
+    for key, idx in pd.Series(np.arange(len(boxes))).groupby(keys, sort=False):
+        rows = idx.to_numpy()
+        r0 = boxes.iloc[rows[0]]
+        groups[key] = MapGroup(key, r0["image_id"], r0["label"], size_of(r0["image_id"]), rows, xyxy[rows])
     missing = [k for k in groups if k not in maps]
     if missing and not allow_missing:
-        i = int(np.flatnonzero((boxes["key"] == missing[0]).to_numpy())[0])
+        i = int(groups[missing[0]].rows[0])
         raise ValueError(
             f"no heatmap for {len(missing)} ground-truth box map(s), e.g. key {missing[0]!r} (boxes row {i}); "
             f"add the maps, or pass allow_missing=True (--allow-missing) to count them as misses"
@@ -302,19 +329,17 @@ def score(
     without_boxes = [k for k in maps if k not in groups]
 
     summary_extra: dict = {}
-    scorer: BoxScorer
     if policy in ("wang2017", "threshold"):
         pol = wang2017() if policy == "wang2017" else threshold(opts["tau"], opts["components"] or "all")
-        scorer = BoxScorer(pol, opts, masks)
-        _run(scorer, groups, maps, size_of, opts, "scoring")
-        per_box = scorer.compute()
+        scorer = BoxScorer(pol, opts, len(boxes), masks)
+        _run(scorer, groups.values(), maps, opts, "scoring")
+        per_box = scorer.compute(boxes)
         summary_extra["policy_detail"] = pol.describe()
+        summary_extra["_pxap"] = scorer.pxap.compute() if scorer.pxap else None
     elif policy == "calibrated":
-        per_box, summary_extra = _calibrated(groups, maps, size_of, patients, opts, masks, seed)
-        scorer = None
+        per_box, summary_extra = _calibrated(boxes, groups, maps, patients, opts, masks, seed)
     else:
-        per_box, summary_extra = _maxboxacc(groups, maps, size_of, opts, masks)
-        scorer = None
+        per_box, summary_extra = _maxboxacc(boxes, groups, maps, opts, masks)
     per_box = _finish_rows(per_box, opts)
 
     summary = summarize_boxes(
@@ -325,9 +350,8 @@ def score(
         n_boot=n_boot,
         seed=seed,
     )
+    pxap = summary_extra.pop("_pxap", None)
     summary.update(summary_extra)
-    pxap = summary_extra.pop("_pxap", None) if scorer is None else (scorer.pxap.compute() if scorer.pxap else None)
-    summary.pop("_pxap", None)
     if pxap is not None:
         vals = [v for v in pxap.values() if math.isfinite(v)]
         summary["pxap"] = {**{k: (v if math.isfinite(v) else None) for k, v in pxap.items()},
@@ -376,54 +400,53 @@ def _jsonable_options(policy: str, opts: dict) -> dict:
     return out
 
 
-def _run(scorer: BoxScorer, groups: dict, maps, size_of, opts, desc, sweep=False) -> dict:
+def _run(scorer: BoxScorer, groups, maps, opts, desc, sweep=False) -> dict:
+    """Stream every map of `groups` through `scorer`; returns the sweeps (key -> arrays) if asked."""
     out = {}
+    groups = list(groups)
     bar = _Progress(opts["progress"], len(groups), desc)
     try:
-        for key, group in groups.items():
-            image_id = group["image_id"].iloc[0]
-            heat = maps[key] if key in maps else None
-            out[key] = scorer.accumulate(key, heat, group, size_of(image_id), sweep=sweep)
+        for g in groups:
+            out[g.key] = scorer.accumulate(g, maps[g.key] if g.key in maps else None, sweep=sweep)
             bar.update()
     finally:
         bar.close()
     return out
 
 
-def _sweep_only(groups: dict, maps, size_of, opts, rules) -> dict:
+def _sweep_only(groups, maps, opts, rules) -> dict:
     """Sweep results per key on the working grid only (calibration half: no pixel metrics)."""
     out = {}
+    groups = list(groups)
+    k = len(opts["sweep_grid"])
     bar = _Progress(opts["progress"], len(groups), "calibrating")
     try:
-        for key, group in groups.items():
-            size = size_of(group["image_id"].iloc[0])
-            gt = xywh_to_xyxy(group[["x", "y", "w", "h"]].to_numpy())
-            if key not in maps:
-                k = len(opts["sweep_grid"])
-                out[key] = (np.zeros((len(rules), len(gt), k)), np.zeros((len(rules), len(gt), k)))
+        for g in groups:
+            if g.key not in maps:
+                out[g.key] = (np.zeros((len(rules), len(g.gt), k)), np.zeros((len(rules), len(g.gt), k)))
             else:
-                norm, inf = prepare(check_map(key, maps[key]), working_size(size, opts["sweep_size"]))
-                out[key] = sweep_overlaps(norm, inf, gt, size, opts["sweep_grid"], rules)
+                norm, inf = prepare(check_map(g.key, maps[g.key]), working_size(g.size, opts["sweep_size"]))
+                out[g.key] = sweep_overlaps(norm, inf, g.gt, g.size, opts["sweep_grid"], rules)
             bar.update()
     finally:
         bar.close()
     return out
 
 
-def _calibrated(groups, maps, size_of, patients, opts, masks, seed):
-    image_ids = [g["image_id"].iloc[0] for g in groups.values()]
+def _calibrated(boxes, groups, maps, patients, opts, masks, seed):
+    image_ids = [g.image_id for g in groups.values()]
     calib_ids, eval_ids = calibration_split(image_ids, patients, opts["calibration_fraction"], seed)
     calib_set = set(calib_ids)
-    calib_groups = {k: g for k, g in groups.items() if g["image_id"].iloc[0] in calib_set}
-    eval_groups = {k: g for k, g in groups.items() if g["image_id"].iloc[0] not in calib_set}
+    calib_groups = [g for g in groups.values() if g.image_id in calib_set]
+    eval_groups = [g for g in groups.values() if g.image_id not in calib_set]
     rules = (opts["components"],) if opts["components"] else COMPONENT_RULES
-    sweeps = _sweep_only(calib_groups, maps, size_of, opts, rules)
+    sweeps = _sweep_only(calib_groups, maps, opts, rules)
     grid = list(opts["sweep_grid"])
     by_label: dict[str, list[np.ndarray]] = {}
-    for key, (iou, _) in sweeps.items():
-        by_label.setdefault(calib_groups[key]["label"].iloc[0], []).append(iou)
+    for g in calib_groups:
+        by_label.setdefault(g.label, []).append(sweeps[g.key][0])
     chosen = {}
-    for label in sorted({g["label"].iloc[0] for g in groups.values()}):
+    for label in sorted({g.label for g in groups.values()}):
         if label in by_label:
             iou = np.concatenate(by_label[label], axis=1)
             r, k, obj = _choose_tau(iou, grid, rules, opts["iou_thresholds"])
@@ -432,26 +455,19 @@ def _calibrated(groups, maps, size_of, patients, opts, masks, seed):
         else:
             chosen[label] = {"tau": float(opts["tau"]), "components": opts["components"] or "all",
                              "objective": None, "n_calibration_boxes": 0, "fallback": True}
-    scorers = {lab: BoxScorer(threshold(c["tau"], c["components"]), opts, masks) for lab, c in chosen.items()}
-    shared_pxap = PxAPAccumulator() if masks is not None else None
-    rows = []
+    policies = {lab: threshold(c["tau"], c["components"]) for lab, c in chosen.items()}
+    scorer = BoxScorer(None, opts, len(boxes), masks)
     bar = _Progress(opts["progress"], len(eval_groups), "scoring")
     try:
-        for key, group in eval_groups.items():
-            lab = group["label"].iloc[0]
-            sc = scorers[lab]
-            sc.pxap = shared_pxap
-            sc.accumulate(key, maps[key] if key in maps else None, group, size_of(group["image_id"].iloc[0]))
+        for g in eval_groups:
+            scorer.policy = policies[g.label]
+            scorer.accumulate(g, maps[g.key] if g.key in maps else None)
             bar.update()
     finally:
         bar.close()
-    for lab, sc in scorers.items():
-        for r in sc.rows:
-            r["tau"] = chosen[lab]["tau"]
-            r["components"] = chosen[lab]["components"]
-        rows.extend(sc.rows)
-    cols = list(next(iter(groups.values())).columns) if groups else []
-    per_box = pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols + ["best_iou", "best_iobb", "missing"])
+    per_box = scorer.compute(boxes)
+    per_box["tau"] = per_box["label"].map({l: c["tau"] for l, c in chosen.items()}).astype(float)
+    per_box["components"] = per_box["label"].map({l: c["components"] for l, c in chosen.items()})
     extra = {
         "calibration": {
             "thresholds": chosen,
@@ -465,47 +481,43 @@ def _calibrated(groups, maps, size_of, patients, opts, masks, seed):
             "n_calibration_images": len(calib_ids),
             "n_evaluation_images": len(eval_ids),
         },
-        "_pxap": shared_pxap.compute() if shared_pxap is not None else None,
+        "_pxap": scorer.pxap.compute() if scorer.pxap else None,
     }
     return per_box, extra
 
 
-def _maxboxacc(groups, maps, size_of, opts, masks):
-    scorer = BoxScorer(None, opts, masks)
-    sweeps = _run(scorer, groups, maps, size_of, opts, "maxboxacc sweep", sweep=True)
-    per_box = scorer.compute()
+def _maxboxacc(boxes, groups, maps, opts, masks):
+    scorer = BoxScorer(None, opts, len(boxes), masks)
+    sweeps = _run(scorer, groups.values(), maps, opts, "maxboxacc sweep", sweep=True)
     grid = np.asarray(opts["sweep_grid"], dtype=np.float64)
     k = len(grid)
-    iou = np.zeros((len(per_box), k))
-    iobb = np.zeros((len(per_box), k))
-    start = 0
-    for key in groups:  # rows were appended in the same order as groups
-        n = len(groups[key])
-        if sweeps.get(key) is not None:
-            iou[start : start + n] = sweeps[key][0][0]
-            iobb[start : start + n] = sweeps[key][1][0]
-        start += n
+    iou = np.zeros((len(boxes), k))
+    iobb = np.zeros((len(boxes), k))
+    for g in groups.values():
+        if sweeps.get(g.key) is not None:
+            iou[g.rows] = sweeps[g.key][0][0]
+            iobb[g.rows] = sweeps[g.key][1][0]
     deltas = np.asarray(opts["maxboxacc_iou"], dtype=np.float64)
-    labels = per_box["label"].to_numpy() if len(per_box) else np.array([])
+    labels = boxes["label"].to_numpy()
     per_class = {}
-    taus = np.zeros(len(per_box))
+    taus = np.zeros(len(boxes))
     for lab in dict.fromkeys(labels):
         sel = labels == lab
         acc = (iou[sel][:, :, None] > deltas).mean(axis=0)  # [K, D]
         best_k = acc.argmax(axis=0)
         joint_k = int(acc.mean(axis=1).argmax())
         taus[sel] = grid[joint_k]
-        iou_sel, iobb_sel = iou[sel][:, joint_k], iobb[sel][:, joint_k]
-        per_box.loc[sel, "best_iou"] = iou_sel
-        per_box.loc[sel, "best_iobb"] = iobb_sel
+        scorer.cols["best_iou"][sel] = iou[sel][:, joint_k]
+        scorer.cols["best_iobb"][sel] = iobb[sel][:, joint_k]
         per_class[lab] = {
             **{tkey(d): float(acc[best_k[j], j]) for j, d in enumerate(deltas)},
             "tau": {tkey(d): float(grid[best_k[j]]) for j, d in enumerate(deltas)},
             "maxboxacc_v2": float(np.mean([acc[best_k[j], j] for j in range(len(deltas))])),
             "tau_joint": float(grid[joint_k]),
         }
-    per_box["tau"] = taus
-    pooled = (iou[:, :, None] > deltas).mean(axis=0) if len(per_box) else np.zeros((k, len(deltas)))
+    scorer.cols["tau"] = taus
+    per_box = scorer.compute(boxes)
+    pooled = (iou[:, :, None] > deltas).mean(axis=0) if len(boxes) else np.zeros((k, len(deltas)))
     mb = {
         "per_class": per_class,
         "macro": {

@@ -179,7 +179,7 @@ def check_page(html: Path, screenshot: Path | None = None, width: int = 1400, he
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=child_fds,
-            pass_fds=(3, 4),
+            close_fds=False,  # keeps the fds 3 and 4 made above; Python's own fds are non-inheritable (PEP 446)
         )
         os.close(cmd_r)
         os.close(out_w)

@@ -108,18 +108,21 @@ def render_tile(
         lo, hi = float(hm.min()), float(hm.max())
         hm = (hm - lo) / (hi - lo) if hi > lo else np.zeros_like(hm)
         colored = matplotlib.colormaps["jet"](hm)[..., :3]
-        rgb = 0.55 * rgb + 0.45 * colored
+        alpha = (0.15 + 0.5 * hm)[..., None]  # the X-ray stays readable where the map is cold
+        rgb = (1 - alpha) * rgb + alpha * colored
     out = Image.fromarray((rgb * 255).clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(out)
     sx, sy = side / w0, side / h0
 
-    def rect(b: Box, col: str, width: int) -> None:
-        x, y, w, h = b
-        draw.rectangle([x * sx, y * sy, (x + w) * sx - 1, (y + h) * sy - 1], outline=col, width=width)
+    def rect(b: Box, col: str, width: int, halo: bool) -> None:
+        x0, y0, x1, y1 = b[0] * sx, b[1] * sy, (b[0] + b[2]) * sx - 1, (b[1] + b[3]) * sy - 1
+        if halo:  # a white rim keeps the method colour visible on a hot heatmap
+            draw.rectangle([x0 - 1, y0 - 1, x1 + 1, y1 + 1], outline="#ffffff", width=width + 2)
+        draw.rectangle([x0, y0, x1, y1], outline=col, width=width)
 
     for b in pred_boxes or []:
-        rect(b, color, 2)
-    rect(gt, GT_COLOR, 2)
+        rect(b, color, 2, True)
+    rect(gt, GT_COLOR, 2, False)
     return np.asarray(out)
 
 
@@ -260,7 +263,7 @@ def extremes_figure(tiles: list[Tile], methods: list[str], colors: dict[str, str
             if c < len(per[m]):
                 t = per[m][c]
                 ax.imshow(np.asarray(Image.open(t.path)), interpolation="none")
-                ax.set_title(f"{t.kind} · {box_to_finding(t.case.label)} · IoU {t.iou:.2f}", fontsize=4.5)
+                ax.set_title(f"{t.kind}, IoU {t.iou:.2f}\n{box_to_finding(t.case.label)}", fontsize=5)
             if c == 0:
                 ax.text(-0.06, 0.5, m, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=6,
                         color=colors[m], fontweight="bold")

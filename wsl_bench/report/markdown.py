@@ -12,8 +12,11 @@ def provenance_lines(rs: RunSet) -> list[str]:
     """Run folder, policy, seed, versions and data fingerprint of each run, one bullet each."""
     lines = []
     for d in rs.run_dirs:
-        mf = rs.manifests.get(d, {})
+        mf = {**rs.configs.get(d, {}), **rs.manifests.get(d, {})}
         bits = [f"`{d}`"]
+        data = rs.configs.get(d, {}).get("data")
+        if isinstance(data, dict) and data.get("name"):
+            bits.append(f"data {data['name']}" + (f" at {data['image_size']} px" if data.get("image_size") else ""))
         policies = sorted({str(m.summary.get("policy", "?")) for m in rs.methods.values() if m.run_dir == d})
         bits.append("policy " + ", ".join(policies))
         for key, title in (("preset", "preset"), ("seed", "seed"), ("git_revision", "git"), ("data_fingerprint", "data"),

@@ -57,6 +57,7 @@ class RunSet:
     images: pd.DataFrame  # data/images.csv of the first run
     boxes: pd.DataFrame  # data/boxes.csv of the first run
     manifests: dict[Path, dict[str, Any]]
+    configs: dict[Path, dict[str, Any]]  # config.yaml of each run ({} when absent)
     same_data: bool  # all runs scored the same boxes (paired comparisons and galleries are valid)
 
     @property
@@ -92,6 +93,18 @@ def _read_csv(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
     if missing:
         raise ReportInputError(f"{path} lacks column(s) {', '.join(missing)}; expected at least {', '.join(required)}")
     return df
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ReportInputError(f"{path} is not valid YAML ({exc}); restore it or re-run `wsl-bench run`") from None
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def method_timings(manifest: dict[str, Any], method: str) -> dict[str, Any]:
@@ -131,10 +144,11 @@ def load_runs(run_dirs: list[Path] | list[str]) -> RunSet:
         if not d.is_dir():
             raise ReportInputError(f"run folder {d} does not exist")
     manifests = {d: (_read_json(d / "manifest.json") if (d / "manifest.json").is_file() else {}) for d in dirs}
+    configs = {d: _read_config(d / "config.yaml") for d in dirs}
 
     per_run: list[tuple[Path, str]] = []
     for d in dirs:
-        order = list(manifests[d].get("methods_order", manifests[d].get("methods", [])) or [])
+        order = list(configs[d].get("methods_order") or manifests[d].get("methods_order") or manifests[d].get("methods") or [])
         order = [m for m in order if isinstance(m, str)]
         per_run += [(d, m) for m in _order(_methods_of(d), order)]
     clash = {m for _, m in per_run if sum(1 for _, m2 in per_run if m2 == m) > 1}
@@ -175,5 +189,6 @@ def load_runs(run_dirs: list[Path] | list[str]) -> RunSet:
         images=images,
         boxes=boxes,
         manifests=manifests,
+        configs=configs,
         same_data=same,
     )

@@ -69,16 +69,19 @@ def _accuracy_long(rs: RunSet, metric: str, thresholds: tuple[str, ...], sig: pd
 
 
 def _best_mask(display_values: pd.DataFrame, groups: pd.Index | None) -> pd.DataFrame:
-    """True at the highest value of each column (within each first-level index group, if any)."""
+    """True at the highest value of each column (within each first-level index group, if any);
+    nothing is marked in a column where every method ties."""
     vals = display_values.astype(float)
+
+    def mark(sub: pd.DataFrame) -> pd.DataFrame:
+        hi, lo = sub.max(axis=0), sub.min(axis=0)
+        return sub.eq(hi, axis=1) & sub.notna() & (hi > lo)
+
     if groups is None:
-        best = vals.max(axis=0)
-        return vals.eq(best, axis=1) & vals.notna()
+        return mark(vals)
     out = pd.DataFrame(False, index=vals.index, columns=vals.columns)
     for g in dict.fromkeys(groups):
-        sub = vals.loc[g]
-        mask = sub.eq(sub.max(axis=0), axis=1) & sub.notna()
-        out.loc[g] = mask.to_numpy()
+        out.loc[g] = mark(vals.loc[g]).to_numpy()
     return out
 
 
@@ -254,12 +257,13 @@ def runtime_table(rs: RunSet) -> Table:
                 row[key] = math.nan
         rows.append(row)
     long = pd.DataFrame(rows, columns=["method", *(k for k, _, _ in RUNTIME_FIELDS)])
+    long["device"] = [str(m.timings.get("device", "") or "") for m in rs.methods.values()]
     display = pd.DataFrame(
         {title: [("–" if math.isnan(v) else f(v)) for v in long[key]] for key, title, f in RUNTIME_FIELDS},
         index=pd.Index(long["method"], name="Method"),
     )
     values = long.set_index("method")[[k for k, _, _ in RUNTIME_FIELDS]]
-    hw = {str(mf.get("device", mf.get("hardware", ""))) for mf in rs.manifests.values()} - {""}
+    hw = set(long["device"]) - {""}
     return Table(
         "runtime",
         "Runtime and size",
@@ -289,9 +293,11 @@ def to_markdown(display: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
         cells = []
         for j, c in enumerate(row):
             c = str(c).replace("|", "\\|")
+            mark = c.endswith(SIG_MARK)
+            c = c[: -len(SIG_MARK)] if mark else c
             if bold is not None and bool(bold.iat[i, j]) and c != "–":
                 c = f"**{c}**"
-            cells.append(c)
+            cells.append(c + ("\\" + SIG_MARK if mark else ""))
         lines.append("| " + " | ".join([*shown, *cells]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -305,9 +311,11 @@ def _latex_escape(s: str) -> str:
 def to_latex(table: Table) -> str:
     """A booktabs table (\\toprule/\\midrule/\\bottomrule) with the best value per column in bold."""
     disp = table.display.copy()
-    disp = disp.map(lambda c: _latex_escape(str(c)))
+    marked = disp.map(lambda c: str(c).endswith(SIG_MARK)).to_numpy(dtype=bool)
+    disp = disp.map(lambda c: _latex_escape(str(c).removesuffix(SIG_MARK)))
     if table.bold is not None:
         disp = disp.where(~table.bold.to_numpy(dtype=bool), disp.map(lambda c: r"\textbf{" + c + "}"))
+    disp = disp.where(~marked, disp.map(lambda c: c + r"$^{*}$"))
     disp.columns = [_latex_escape(str(c)) for c in disp.columns]
     disp.index = disp.index.set_names([_latex_escape(str(n)) if n else None for n in disp.index.names])
     if isinstance(disp.index, pd.MultiIndex):

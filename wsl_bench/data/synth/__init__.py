@@ -29,7 +29,7 @@ from wsl_bench.data.synth.sample import plan_cohort
 
 __all__ = [
     "CONFOUNDERS", "SynthConfig", "SynthDataset", "load_synth", "generate_cohort", "synth_cache_dir",
-    "anatomy_bank", "render_specs",
+    "anatomy_bank", "render_specs", "synth_info",
 ]
 
 CHUNK = 128  # images rendered together; fixed so results do not depend on it
@@ -171,3 +171,22 @@ def load_synth(cfg: SynthConfig | None = None, cache_dir: str | os.PathLike | No
         "skipped_bad_images": 0,
     }
     return Cohort(name="synth", train=splits["train"], val=splits["val"], test=splits["test"], fingerprint=f"synth-{fp}", info=info)
+
+
+def synth_info(cfg: SynthConfig) -> dict[str, Any]:
+    """Counts and label prevalence of a SynthCXR config, from its plan (no pixels rendered)."""
+    from wsl_bench.data.synth.anatomy import sample_bank_params
+    from wsl_bench.labels import FINDINGS
+
+    params = sample_bank_params(np.random.default_rng([cfg.seed, 7001]), bank_size_for(cfg.generate_size), 1)
+    plan = plan_cohort(cfg, params)
+    test = plan.splits == 2
+    return {
+        "images": len(plan.image_ids),
+        "split": {"train": int((plan.splits == 0).sum()), "val": int((plan.splits == 1).sum()), "test": int(test.sum())},
+        "patients": len(set(plan.patient_ids)),
+        "prevalence": {f: round(float(plan.labels[:, j].mean()), 4) for j, f in enumerate(FINDINGS)},
+        "box_images": int(sum(1 for i in np.flatnonzero(test) if plan.specs[i].lesions)),
+        "config": cfg.to_dict(),
+        "fingerprint": cfg.fingerprint(),
+    }

@@ -27,7 +27,7 @@ class AnatomyBank:
 
     maps: torch.Tensor
     params: dict[str, np.ndarray]  # per entry: cx, lw, ltop, lh, female, ap, hilum_y, template
-    vessel_gain: float = 0.3
+    vessel_gain: float = 0.45
 
     def __post_init__(self) -> None:
         # What every image warps: [density, air] (density already includes lungs and vessels).
@@ -191,12 +191,12 @@ def build_bank(templates: np.ndarray, size: int, k: int, seed: int) -> AnatomyBa
     for side in (-1.0, 1.0):
         hx = cx + side * 0.085 * lw / 0.72
         d = torch.sqrt(((uu - hx) / 0.045) ** 2 + ((vv - hy) / 0.07) ** 2)
-        body = body + 0.16 * torch.exp(-(d**2))
+        body = body + 0.22 * torch.exp(-(d**2))
     # Breast shadows (female): soft density over the lower lateral lung fields.
     for side in (-1.0, 1.0):
-        bx, by = cx + side * 0.25, lung_bottom - 0.05
-        d = torch.sqrt(((uu - bx) / 0.2) ** 2 + ((vv - by) / 0.15) ** 2)
-        body = body + female * 0.12 * smoothstep(1.0, 0.7, d) * smoothstep(by - 0.16, by + 0.02, vv)
+        bx, by = cx + side * 0.22, lung_bottom - 0.02
+        d = torch.sqrt(((uu - bx) / 0.2) ** 2 + ((vv - by) / 0.16) ** 2)
+        body = body + female * 0.1 * smoothstep(1.0, 0.6, d) * lung
     # Posterior ribs: bands that leave the spine, rise slightly, then curve down laterally.
     dx_n = (adx / (lw / 2)).clamp(0, 1.3)
     t = vv - ltop + 0.04 - (-0.03 * dx_n + _col(p["rib_curve"]) * dx_n**2)
@@ -219,8 +219,8 @@ def build_bank(templates: np.ndarray, size: int, k: int, seed: int) -> AnatomyBa
     body = body + 0.2 * clav
     # Humeral heads and scapulae at the upper corners (scapulae overlap the lungs on AP films).
     for side in (-1.0, 1.0):
-        d = torch.sqrt((uu - (cx + side * 0.45)) ** 2 + (vv - (ltop + 0.06)) ** 2)
-        body = body + 0.18 * smoothstep(0.075, 0.06, d)
+        d = torch.sqrt((uu - (cx + side * 0.49)) ** 2 + (vv - (ltop + 0.04)) ** 2)
+        body = body + 0.08 * smoothstep(0.07, 0.05, d)
         scap_x = cx + side * (0.36 - 0.06 * ap)
         sc = smoothstep(0.02, 0.0, (uu - scap_x) * side) * smoothstep(0.0, 0.02, (uu - scap_x + side * 0.1) * side)
         body = body + 0.05 * sc * smoothstep(ltop + 0.35, ltop + 0.25, vv) * smoothstep(ltop - 0.02, ltop + 0.05, vv)

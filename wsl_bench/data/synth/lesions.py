@@ -141,7 +141,7 @@ def effusion(box, g, rng, right_lung: bool, contrast=1.0) -> Lesion:
     prof = _smooth(top - 0.08, top + 0.12, v) * (0.75 + 0.25 * _smooth(-1, 1, v))
     prof = prof * _smooth(1.08, 1.0, np.abs(u))
     prof = prof.astype(np.float32)
-    return Lesion("Effusion", y0, x0, prof, prof > 0.5, contrast * rng.uniform(0.45, 0.6))
+    return Lesion("Effusion", y0, x0, prof, prof > 0.5, contrast * rng.uniform(0.32, 0.45))
 
 
 def pneumothorax(box, g, rng, right_lung: bool, contrast=1.0) -> Lesion:

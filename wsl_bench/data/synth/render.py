@@ -111,7 +111,7 @@ def _heart(fr: _Frame, s: ImageSpec, g: int):
         x, y, w, h = fixed
         y0, x0, u, v = L.box_grid(fixed, g, margin=0.1)
         rho = np.sqrt(u * u + v * v)
-        return y0, x0, L._smooth(1.04, 0.96, rho).astype(np.float32)
+        return y0, x0, (L._smooth(1.06, 0.94, rho) * (0.8 + 0.2 * L._smooth(1.0, 0.3, rho))).astype(np.float32)
     W = s.ctr * fr.lw * 1.04 * (1.06 if s.ap else 1.0)
     phi = 0.4
     a, b = 1.0, 0.72
@@ -132,7 +132,11 @@ def _heart(fr: _Frame, s: ImageSpec, g: int):
     p = (du * np.cos(phi) + dv * np.sin(phi)) / a
     q = (-du * np.sin(phi) + dv * np.cos(phi)) / b
     rho = np.sqrt(p * p + q * q)
-    return y0, x0, L._smooth(1.03, 0.97, rho).astype(np.float32)
+    # Lobulated outline (ventricle, atrium) and a graded density: thicker centrally.
+    ang = np.arctan2(q, p)
+    rho = rho / (1 + 0.05 * np.cos(2 * ang + s.seed % 7) + 0.03 * np.cos(3 * ang + 1.3))
+    soft = L._smooth(1.06, 0.94, rho) * (0.8 + 0.2 * L._smooth(1.0, 0.3, rho))
+    return y0, x0, soft.astype(np.float32)
 
 
 def _side_mask(lung: np.ndarray, mid: float, right: bool) -> np.ndarray:
@@ -374,7 +378,7 @@ def render_chunk(bank: AnatomyBank, specs: list[ImageSpec], contrast: float = 1.
         # The heart replaces lung air (and its vessels) with soft tissue.
         ves_c = _sample_crop(bank, s.bank_index, theta[i], 3, y0, x0, hh, ww)
         dens_np[i][sl] += h * (air_np[i][sl] - vg * ves_c + 0.06)
-        lungs[i][sl] &= h < 0.5
+        lungs[i][sl] &= h < 0.4
         lung = lungs[i]
         dl = np.zeros((g, g), dtype=np.float32)
         vis = np.ones((g, g), dtype=np.float32)
@@ -382,7 +386,7 @@ def render_chunk(bank: AnatomyBank, specs: list[ImageSpec], contrast: float = 1.
         ptx_right = None
         for req in s.lesions:
             if req.label == "Cardiomegaly":
-                out.append(DrawnLesion("Cardiomegaly", y0, x0, h > 0.5, "left", "middle", box=req.box))
+                out.append(DrawnLesion("Cardiomegaly", y0, x0, h > 0.4, "left", "middle", box=req.box))
                 continue
             res = _place(req, lung, fr, g, rng, contrast)
             if res is None:

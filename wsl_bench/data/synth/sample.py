@@ -102,13 +102,18 @@ def plan_cohort(cfg: SynthConfig, bank_params: dict[str, np.ndarray]) -> CohortP
     return CohortPlan(ids, pids, np.array(splits, dtype=np.int8), np.array(labels, dtype=np.float32).reshape(-1, 14), views, specs)
 
 
-def _image_spec(cfg, rng, lab, view, bank_index, p_shift, p_scale, sizes, g) -> ImageSpec:
+def _image_spec(cfg, rng, lab, view, bank_index, p_shift, p_scale, sizes, g, fixed=None) -> ImageSpec:
+    """One image's spec. `fixed` maps box labels to boxes (x,y,w,h px) drawn exactly there
+    (the NIH mirror); other positive box findings are placed in the lungs."""
     ap = view == "AP"
     cardio = lab[FINDINGS.index("Cardiomegaly")] > 0
     reqs = []
+    fixed = fixed or {}
+    for b, boxes in fixed.items():
+        reqs.extend(LesionRequest(b, size=(bx[2], bx[3]), box=tuple(float(v) for v in bx)) for bx in boxes)
     for f_idx in np.flatnonzero(lab):
         f = FINDINGS[f_idx]
-        if f not in BOX_SET:
+        if f not in BOX_SET or finding_to_box(f) in fixed:
             continue
         b = finding_to_box(f)
         if b == "Cardiomegaly":
