@@ -120,8 +120,10 @@ class CNNCAM(TimmCNNMethod):
 _register_cams(CNNCAM, "", "timm ResNet")
 
 
-@register_method("gradcam-densenet121", cam="gradcam", paper="Rajpurkar et al., CheXNet, arXiv 1711.05225 (+ Grad-CAM)")
-@register_method("gradcam++-densenet121", cam="gradcam++", paper="Rajpurkar et al., CheXNet + Grad-CAM++")
+@register_method("gradcam-densenet121", cam="gradcam", paper="Rajpurkar et al., CheXNet, arXiv 1711.05225 (+ Grad-CAM)",
+                 description="Grad-CAM on DenseNet-121 (the CheXNet backbone) trained on the cohort")
+@register_method("gradcam++-densenet121", cam="gradcam++", paper="Rajpurkar et al., CheXNet + Grad-CAM++",
+                 description="Grad-CAM++ on DenseNet-121 (the CheXNet backbone) trained on the cohort")
 class DenseNetCAM(CNNCAM):
     """Grad-CAM family on DenseNet-121, the CheXNet backbone, trained on the cohort."""
 
@@ -135,8 +137,10 @@ class DenseNetCAM(CNNCAM):
     }
 
 
-@register_method("gradcam-convnextv2", cam="gradcam", paper="Woo et al., ConvNeXt V2, CVPR 2023 (+ Grad-CAM)")
-@register_method("layercam-convnextv2", cam="layercam", paper="Woo et al., ConvNeXt V2 + LayerCAM")
+@register_method("gradcam-convnextv2", cam="gradcam", paper="Woo et al., ConvNeXt V2, CVPR 2023 (+ Grad-CAM)",
+                 description="Grad-CAM on ConvNeXt V2 (the CLARiTy teacher's family) trained on the cohort")
+@register_method("layercam-convnextv2", cam="layercam", paper="Woo et al., ConvNeXt V2 + LayerCAM",
+                 description="LayerCAM on ConvNeXt V2 (the CLARiTy teacher's family) trained on the cohort")
 class ConvNeXtCAM(CNNCAM):
     """Grad-CAM family on a ConvNeXt V2 (the CLARiTy teacher's family), trained on the cohort."""
 
@@ -163,9 +167,11 @@ def lse_pool(x: torch.Tensor, r: float) -> torch.Tensor:
 class Wang2017Net(nn.Module):
     """timm trunk (no head) -> transition conv to D channels -> LSE pooling -> 14 logits."""
 
-    def __init__(self, arch: str, transition_dim: int, lse_r: float, weights: str | None = None):
+    def __init__(self, arch: str, transition_dim: int, lse_r: float, weights: str | None = None,
+                 output_stride: int | None = None):
         super().__init__()
-        trunk = create_timm(arch, weights=weights, num_classes=0, global_pool="")
+        extra = {"output_stride": int(output_stride)} if output_stride else {}
+        trunk = create_timm(arch, weights=weights, num_classes=0, global_pool="", **extra)
         self.trunk = GrayscaleNet(trunk)
         self.transition = nn.Sequential(
             nn.Conv2d(trunk.num_features, transition_dim, kernel_size=3, padding=1, bias=False),
@@ -196,7 +202,8 @@ class Wang2017CAM(TimmCNNMethod):
     base_defaults = {**TimmCNNMethod.base_defaults, "transition_dim": 256, "lse_r": 10.0}
     train_keys = TimmCNNMethod.train_keys + ("transition_dim", "lse_r")
     presets = {
-        "quick": {"arch": "resnet18", "transition_dim": 256, "max_epochs": 2, "batch_size": 32, "lr": 1e-3},
+        "quick": {"arch": "resnet18", "transition_dim": 256, "explain_output_stride": 16, "max_epochs": 2,
+                  "batch_size": 32, "lr": 1e-3},
         # The paper: ResNet-50 trunk, D=1024 transition layer, r=10; 512 px input (our reading).
         "paper": {"arch": "resnet50", "transition_dim": 1024, "max_epochs": 20,
                   "batch_size": 32, "lr": 1e-4, "weight_decay": 1e-5, "patience": 4},
@@ -205,14 +212,13 @@ class Wang2017CAM(TimmCNNMethod):
     def share_family(self) -> str:
         return "wang2017"
 
-    def build_net(self) -> nn.Module:
-        if self.config.get("output_stride"):
-            raise ValueError("cam-wang2017 keeps the trunk's stride; drop the 'output_stride' key")
+    def build_net(self, output_stride: int | None = None) -> nn.Module:
         return Wang2017Net(
             self.config["arch"], int(self.config["transition_dim"]), float(self.config["lse_r"]),
-            weights=self.config.get("weights"),
+            weights=None if output_stride else self.config.get("weights"),
+            output_stride=output_stride or self.config.get("output_stride"),
         )
 
     @torch.no_grad()
     def explain_batch(self, images: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
-        return self.ensure_net().eval().cam(images, classes)
+        return self.explain_net().eval().cam(images, classes)

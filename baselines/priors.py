@@ -157,6 +157,12 @@ def _split_lung_masks(split, size: int) -> np.ndarray | None:
     """Mean lung mask of a split whose items carry "lung_mask" (SynthCXR), at size x size; else None."""
     if len(split) == 0:
         return None
+    if hasattr(split, "load_lung_masks"):  # batched access (SynthCXR)
+        total = torch.zeros(size, size, dtype=torch.float64)
+        for start in range(0, len(split), 256):
+            m = split.load_lung_masks(np.arange(start, min(start + 256, len(split)))).float()
+            total += torch.nn.functional.interpolate(m, size=(size, size), mode="area").sum(dim=(0, 1)).double()
+        return (total / len(split)).float().numpy()
     first = split[0]
     if "lung_mask" not in first:
         return None

@@ -29,7 +29,7 @@ from wsl_bench.methods import FitContext
 
 from .config import ClarityConfig
 from .model import build_backbone, encode_image
-from .stages import data_key, is_done, stage_dir
+from .stages import data_key, is_done, stage_dir, stage_epochs
 
 WEIGHTS = "backbone.safetensors"
 
@@ -152,7 +152,9 @@ class DinoModule(L.LightningModule):
 def dino_key(cfg: ClarityConfig, train, ctx: FitContext) -> dict:
     keys = ("dino_epochs", "dino_batch_size", "dino_lr", "dino_out_dim", "dino_local_crops", "dino_local_size", "dino_global_size",
             "dino_momentum", "dino_teacher_temp", "dino_student_temp", "drop_path")
-    return {"arch": cfg.arch_spec, **{k: getattr(cfg, k) for k in keys}, "seed": ctx.seed, "data": data_key(train)}
+    key = {"arch": cfg.arch_spec, **{k: getattr(cfg, k) for k in keys}, "seed": ctx.seed, "data": data_key(train)}
+    key["dino_epochs"] = stage_epochs(cfg.dino_epochs, ctx)
+    return key
 
 
 def get_dino_backbone(cfg: ClarityConfig, train, val, ctx: FitContext) -> dict[str, torch.Tensor]:
@@ -164,10 +166,11 @@ def get_dino_backbone(cfg: ClarityConfig, train, val, ctx: FitContext) -> dict[s
         return load_file(str(directory / WEIGHTS))
     torch.manual_seed(ctx.seed)
     world = ctx.devices if isinstance(ctx.devices, int) else 1
-    steps = cfg.dino_epochs * math.ceil(len(train) / (cfg.dino_batch_size * max(1, world * ctx.num_nodes)))
+    epochs = stage_epochs(cfg.dino_epochs, ctx)
+    steps = epochs * math.ceil(len(train) / (cfg.dino_batch_size * max(1, world * ctx.num_nodes)))
     module = DinoModule(cfg, steps)
     stage_ctx = replace(ctx, checkpoint_dir=directory, max_epochs=None, batch_size=None)
-    train_module(module, train, val, stage_ctx, max_epochs=cfg.dino_epochs, batch_size=cfg.dino_batch_size,
+    train_module(module, train, val, stage_ctx, max_epochs=epochs, batch_size=cfg.dino_batch_size,
                  monitor="val_dino_loss", mode="min")
     state = {k: v.contiguous() for k, v in module.teacher.state_dict().items()}
     with atomic_path(directory / WEIGHTS) as tmp:

@@ -130,10 +130,6 @@ class ClarityNet(nn.Module):
         self.segmentcam = SegmentCAM(dim, cfg.segcam_hidden, N_CLASSES, cfg.lse_r) if cfg.segmentcam else None
 
     # -- backbone pieces ------------------------------------------------------------------------
-    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
-        """The ViT weights alone (what DINO pretrains and what a DINO file provides)."""
-        return {k: v for k, v in self.vit.state_dict().items()}
-
     def load_backbone(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
         """Load ViT weights, interpolating positional embeddings to this model's grid (e.g. 224->512)."""
         state = dict(state)

@@ -36,3 +36,9 @@ def stage_dir(ctx: FitContext, name: str, key: dict[str, Any]) -> Path:
 
 def is_done(directory: Path) -> bool:
     return (directory / "done.json").is_file()
+
+
+def stage_epochs(configured: int, ctx: FitContext) -> int:
+    """A stage's epochs: its own setting, capped by the run's `fit.max_epochs` when one is set
+    (so smoke runs such as `--preset tiny` stay short for every stage)."""
+    return int(min(configured, ctx.max_epochs)) if ctx.max_epochs else int(configured)

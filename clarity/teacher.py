@@ -21,7 +21,7 @@ from wsl_bench.labels import FINDINGS
 from wsl_bench.methods import FitContext
 
 from .config import ClarityConfig
-from .stages import data_key, is_done, stage_dir
+from .stages import data_key, is_done, stage_dir, stage_epochs
 
 WEIGHTS = "teacher.safetensors"
 
@@ -51,7 +51,7 @@ def pos_weight_of(split) -> torch.Tensor:
 
 def teacher_key(cfg: ClarityConfig, img_size: int, train, ctx: FitContext) -> dict:
     return {
-        "teacher": cfg.teacher, "epochs": cfg.teacher_epochs, "lr": cfg.teacher_lr,
+        "teacher": cfg.teacher, "epochs": stage_epochs(cfg.teacher_epochs, ctx), "lr": cfg.teacher_lr,
         "batch_size": cfg.teacher_batch_size, "img_size": img_size, "seed": ctx.seed, "data": data_key(train),
     }
 
@@ -69,7 +69,8 @@ def get_teacher(cfg: ClarityConfig, img_size: int, train, val, ctx: FitContext) 
     teacher = Teacher(cfg.teacher, img_size)
     module = ClassifierModule(teacher, lr=cfg.teacher_lr, weight_decay=0.05, pos_weight=pos_weight_of(train))
     stage_ctx = replace(ctx, checkpoint_dir=directory, max_epochs=None, batch_size=None)
-    train_module(module, train, val, stage_ctx, max_epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch_size)
+    train_module(module, train, val, stage_ctx, max_epochs=stage_epochs(cfg.teacher_epochs, ctx),
+                 batch_size=cfg.teacher_batch_size)
     with atomic_path(directory / WEIGHTS) as tmp:
         save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp))
     write_json(directory / "done.json", {"stage": "teacher", **teacher_key(cfg, img_size, train, ctx)})

@@ -167,3 +167,23 @@ def test_wang2017_cam_is_prediction_weights_on_transition_maps():
     torch.testing.assert_close(cam[:, 1], torch.einsum("d,bdhw->bhw", net.fc.weight[6], feats))
     # the logit is the LSE-pooled transition map fed to the same weights
     torch.testing.assert_close(logits, net.fc(lse_pool(feats, 10.0)))
+
+
+def test_atrous_explain_net_is_the_trained_net_evaluated_densely():
+    """explain_output_stride=16 reuses the trained weights with a dilated last stage (DeepLab's
+    a-trous trick): every other position of its feature map is exactly the trained map."""
+    from baselines.cam import CNNCAM
+
+    torch.manual_seed(9)
+    m = CNNCAM({"arch": "resnet18", "explain_output_stride": 16})
+    m.image_size = 64
+    net = m.ensure_net().eval()
+    dense = m.explain_net()
+    assert dense is not net and m.explain_net() is dense  # built once, cached
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        coarse = _layer4_out(net.model, (x - net.mean) / net.std)
+        fine = _layer4_out(dense.model, (x - dense.mean) / dense.std)
+    assert coarse.shape[-1] == 2 and fine.shape[-1] == 4
+    torch.testing.assert_close(fine[..., ::2, ::2], coarse, rtol=1e-4, atol=1e-5)
+    assert m.explain(x, [0, 1]).shape == (2, 2, 4, 4)

@@ -160,3 +160,15 @@ def test_dice_known_values_and_segmenter_trains_on_masks(tmp_path):
     torch.testing.assert_close(again.predict(val.images[:4]), prob)
     with pytest.raises(ValueError, match="lung_mask"):
         train_segmenter(torch.utils.data.TensorDataset(torch.zeros(2)), val, ctx)
+
+
+def test_stage_epochs_are_capped_by_the_run_budget(tmp_path):
+    from clarity.stages import stage_dir, stage_epochs
+
+    assert stage_epochs(3, FitContext(checkpoint_dir=tmp_path)) == 3
+    assert stage_epochs(3, FitContext(checkpoint_dir=tmp_path, max_epochs=1)) == 1
+    # stages are shared through the run folder; without one they sit beside the method's folder
+    ctx = FitContext(checkpoint_dir=tmp_path / "run" / "checkpoints" / "clarity", run_dir=tmp_path / "run")
+    a, b = stage_dir(ctx, "teacher-x", {"k": 1}), stage_dir(ctx, "teacher-x", {"k": 2})
+    assert a.parent == tmp_path / "run" / "checkpoints" and a != b
+    assert stage_dir(FitContext(checkpoint_dir=tmp_path / "m"), "dino", {}).parent == tmp_path

@@ -203,6 +203,8 @@ def test_bad_inputs_name_the_key_or_row():
         score(maps, nan, 256, n_boot=0)
     with pytest.raises(ValueError, match="unknown policy"):
         score(maps, boxes, 256, policy="best")
+    with pytest.raises(ValueError, match="fixes its own thresholds"):
+        score(maps, boxes, 256, policy="wang2017", tau=0.3)
     with pytest.raises(ValueError, match="unknown scoring option"):
         score(maps, boxes, 256, taux=0.3)
     with pytest.raises(ValueError, match="no image size for image"):
@@ -240,3 +242,46 @@ def test_pxap_with_masks():
     inverted = {k: 1.0 - v for k, v in maps.items()}
     s2 = score(inverted, boxes, 256, masks=masks, n_boot=0).summary
     assert s2["pxap"]["macro"] < 0.2
+
+
+def test_scores_ignore_affine_map_changes_and_row_order():
+    boxes, maps, patients = perfect_case(n_images=8, seed=2)
+    rng = np.random.default_rng(0)
+    maps = {k: ndi_blur(v + rng.random(v.shape).astype(np.float32) * 0.5) for k, v in maps.items()}
+    a = score(maps, boxes, 256, patients=patients, n_boot=50, seed=1)
+    scaled = {k: 3.0 * v - 7.0 for k, v in maps.items()}
+    b = score(scaled, boxes.iloc[::-1].reset_index(drop=True), 256, patients=patients, n_boot=50, seed=1)
+    key = ["image_id", "label"]
+    pa = a.per_box.sort_values(key).reset_index(drop=True)
+    pb = b.per_box.sort_values(key).reset_index(drop=True)
+    np.testing.assert_allclose(pa["best_iou"], pb["best_iou"], atol=1e-6)
+    assert a.summary["iou_acc"] == b.summary["iou_acc"]
+
+
+def ndi_blur(m):
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(m, 3).astype(np.float32)
+
+
+def test_empty_box_table_is_an_error():
+    with pytest.raises(ValueError, match="empty"):
+        score({}, pd.DataFrame(columns=["image_id", "label", "x", "y", "w", "h"]), 256)
+
+
+def test_by_size_has_cis_and_labels_absent_from_a_bin_are_null():
+    boxes, maps, patients = perfect_case(n_images=16)
+    s = score(maps, boxes, 256, patients=patients, n_boot=100).summary
+    for b, v in s["by_size"].items():
+        if v["n_boxes"]:
+            lo, hi = v["ci"]["iou_acc"]["macro"]["0.5"]
+            assert lo <= v["iou_acc"]["macro"]["0.5"] <= hi
+            for lab in LABELS:
+                if not ((boxes["label"] == lab) & (r_bins(boxes) == b)).any():
+                    assert v["iou_acc"][lab]["0.5"] is None
+
+
+def r_bins(boxes):
+    from wsl_bench.metrics.aggregate import size_bin
+
+    return size_bin((boxes["w"] * boxes["h"] / 256**2).to_numpy())

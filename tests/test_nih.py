@@ -133,6 +133,7 @@ def test_falls_back_to_wheel_tables_when_only_images(mirror, tmp_path):
     c = load_nih(only, image_size=16, preload=False)
     assert len(c.test.boxes) == 984
     assert any("not the official split" in f for f in c.info["fallbacks"])
+    assert len(c.train) == 0 and c.info["warnings"]  # only box images: all their patients are test
 
 
 def test_corrupt_image_named_or_skipped(small, tmp_path):

@@ -167,3 +167,71 @@ def test_tile_draws_the_ground_truth_box_where_it_is():
     gt = tuple(int(GT_COLOR[i : i + 2], 16) for i in (1, 3, 5))
     assert tuple(tile[16, 30]) == gt  # top edge of the box: y = 25/100*64 = 16, x from 50/200*64 = 16 to 48
     assert tuple(tile[40, 40]) == (128, 128, 128)  # inside the box, untouched
+
+
+def test_significance_marks_are_the_paired_bootstrap_of_the_scoring_room(fake_report):
+    from wsl_bench.metrics import paired_bootstrap
+
+    run, out = fake_report
+    sig = pd.read_csv(out / "tables" / "significance.csv", dtype={"threshold": str})
+    assert set(sig["reference"]) == {"good"} and "good" not in set(sig["method"])
+    a = pd.read_csv(run / "scores" / "medium" / "per_box.csv", dtype={"image_id": str, "patient_id": str})
+    b = pd.read_csv(run / "scores" / "good" / "per_box.csv", dtype={"image_id": str, "patient_id": str})
+    direct = paired_bootstrap(a, b, "iou_acc@0.3", aggregate="macro", n_boot=200, seed=0)
+    row = sig[(sig.method == "medium") & (sig.metric == "iou_acc") & (sig.label == "macro") & (sig.threshold == "0.3")]
+    assert row["p_value"].iloc[0] == pytest.approx(direct["p_value"]) and row["diff"].iloc[0] == pytest.approx(direct["diff"])
+    macro = pd.read_csv(out / "tables" / "macro_iou_accuracy.csv", dtype={"threshold": str})
+    tested = macro[macro.method != "good"]
+    assert (tested["significant"] == (tested["p_value"] < 0.05)).all()
+    assert tested["significant"].any()  # "random" is far worse than "good" on these maps
+    md = (out / "report.md").read_text()
+    assert "\\*" in md.split("## Macro IoU accuracy")[1].split("##")[0]
+
+
+@pytest.mark.parametrize("policy", ["calibrated", "maxboxacc"])
+def test_policy_tables_state_what_the_scorer_chose(tmp_path, policy):
+    from wsl_bench.report.tables import policy_tables
+
+    run = make_fake_run(tmp_path / "run", n_images=16, methods={"good": 0.0, "random": None}, policy=policy)
+    (table,) = policy_tables(load_runs([run]))
+    summary = json.loads((run / "scores" / "good" / "summary.json").read_text())
+    got = table.long[table.long.method == "good"].set_index("label")["value"]
+    if policy == "calibrated":
+        want = {k: v["tau"] for k, v in summary["calibration"]["thresholds"].items()}
+    else:
+        want = {k: v["maxboxacc_v2"] for k, v in summary["maxboxacc"]["per_class"].items()}
+        want["macro"] = summary["maxboxacc"]["macro"]["maxboxacc_v2"]
+    assert got.to_dict() == pytest.approx(want)
+
+
+def test_cli_report_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from wsl_bench.cli import app
+
+    run = make_fake_run(tmp_path / "run", n_images=8, methods={"good": 0.0, "random": None})
+    res = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "out"), "--reference", "random", "--n-boot", "50"])
+    assert res.exit_code == 0, res.output
+    assert "--reference random" in (tmp_path / "out" / "report.md").read_text().splitlines()[2]
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "out2")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+    res = CliRunner().invoke(app, ["report", "--help"])
+    assert "Example: wsl-bench report" in res.output
+
+
+def test_run_command_is_given_only_when_it_reproduces_the_config_hash(tmp_path):
+    import yaml
+
+    from wsl_bench.report.markdown import run_command
+    from wsl_bench.run import build_config, run_config_hash
+
+    run = make_fake_run(tmp_path / "run", n_images=8, methods={"gradcam": 0.0, "random": None})
+    cfg = build_config(["gradcam"], preset="tiny", seed=3)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "config_hash": run_config_hash(cfg)}))
+    assert run_command(load_runs([run]), run) == f"wsl-bench run --preset tiny --seed 3 --methods gradcam --out {run}"
+    cfg["fit"]["max_epochs"] = 7  # as if made with --set fit.max_epochs=7: the command would not reproduce it
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (run / "manifest.json").write_text(json.dumps({**manifest, "config_hash": run_config_hash(cfg)}))
+    assert run_command(load_runs([run]), run) is None

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 def test_index_html_renders_cleanly_in_chromium(fake_report, tmp_path):
     _, out = fake_report
     shot = Path(os.environ.get("WSL_BENCH_SCREENSHOT_DIR", tmp_path)) / "report_screenshot.png"
-    check = check_page(out / "index.html", screenshot=shot)
+    check = check_page(out / "index.html", screenshot=shot, full_page=True)
     assert check.console_errors == []
     assert check.broken_images == []
     html = (out / "index.html").read_text()
@@ -32,6 +32,7 @@ def test_index_html_renders_cleanly_in_chromium(fake_report, tmp_path):
     assert {p.relative_to(out).as_posix() for p in (out / "gallery").rglob("*.png")} == {s for s in srcs if s.startswith("gallery/")}
     assert check.n_tables == 6 and check.sorted_ok
     assert check.filter["consistent"] and 0 < check.filter["shown"] < check.filter["total"]
+    assert check.rows_filter["consistent"] and 0 < check.rows_filter["shown"] < check.rows_filter["total"]
     assert check.screenshot.stat().st_size > 10_000
 
 

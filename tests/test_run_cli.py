@@ -46,3 +46,4 @@ def test_a_busy_folder_is_a_clear_lock_error(demo_method, tmp_path):
     with run_lock(tmp_path / "busy"):
         result = runner.invoke(app, ["run", "--methods", demo_method, "--preset", "tiny", "--out", str(tmp_path / "busy")])
     assert result.exit_code == 2 and "in use by another wsl-bench run" in result.output
+

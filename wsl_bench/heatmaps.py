@@ -105,6 +105,7 @@ class HeatmapBundle(Mapping):
             raise ValueError(f"{self.path} is not a readable .npz heatmap bundle ({exc})") from None
         names = list(self._npz.files)
         self._keys = [k for k in names if not k.startswith("__")]
+        self._keyset = set(self._keys)
         for key in self._keys:
             split_key(key)
         self.image_sizes: dict[str, tuple[int, int]] = {}
@@ -113,12 +114,12 @@ class HeatmapBundle(Mapping):
             self.image_sizes = {k: _check_size(k, v) for k, v in raw.items()}
 
     def __getitem__(self, key: str) -> np.ndarray:
-        if key not in self._npz.files or key.startswith("__"):
+        if key not in self._keyset:
             raise KeyError(key)
         return check_map(key, self._npz[key])
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and not key.startswith("__") and key in self._npz.files
+        return key in self._keyset
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)

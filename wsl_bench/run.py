@@ -185,6 +185,8 @@ def build_config(
         cfg["data"]["root"] = str(root)
     if cfg["data"]["name"] not in ("synth", "nih"):
         raise RunError(f"unknown data {cfg['data']['name']!r}; use synth or nih")
+    if cfg["data"]["name"] == "synth":
+        cfg["data"] = _full_synth_config(cfg["data"])
     if cfg["data"]["name"] == "nih" and not cfg["data"].get("root"):
         raise RunError("--data nih needs --root DIR (the ChestX-ray14 folder with images/ and the CSV files)")
 
@@ -224,6 +226,24 @@ def build_config(
         "report": cfg["report"],
         "hardware": hw,
     }
+
+
+def _full_synth_config(data: dict[str, Any]) -> dict[str, Any]:
+    """Every SynthConfig field spelled out (config.yaml then says exactly what was generated).
+
+    The run's --seed is the cohort seed, so `seed` is not a data key.
+    """
+    from wsl_bench.data.synth import SynthConfig
+
+    rest = {k: v for k, v in data.items() if k not in ("name", "root")}
+    if "seed" in rest:
+        raise RunError("data.seed is set by --seed (one seed drives data, splits, init and sampling)")
+    try:
+        full = SynthConfig.from_dict(rest).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"data settings: {exc}") from None
+    full.pop("seed")
+    return {"name": "synth", **full}
 
 
 def run_config_hash(cfg: dict[str, Any]) -> str:
@@ -288,6 +308,17 @@ def write_data_stage(cohort, data_dir: Path) -> None:
     with atomic_path(data_dir / "gallery.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **gallery)
+    if hasattr(test, "lesion_masks"):  # SynthCXR knows the true lesion pixels: the scorer adds PxAP
+        from wsl_bench.heatmaps import bundle_key
+
+        masks = {
+            bundle_key(test.image_ids[int(i)], label): np.asarray(m, dtype=bool)
+            for i in idx
+            for label, m in test.lesion_masks(int(i)).items()
+        }
+        with atomic_path(data_dir / "masks.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **masks)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -511,7 +542,12 @@ def explain_stage(run: Run, cohort, name: str, key: str) -> None:
     order, n_box = _explain_order(test)
     bs = int(run.config["explain"]["batch_size"])
     batches = [order[i : i + bs] for i in range(0, len(order), bs)]
-    for b, idx in enumerate(batches):
+    steps = enumerate(batches)
+    if run.config.get("progress"):
+        from rich.progress import track
+
+        steps = track(steps, total=len(batches), description=f"explain {name}", transient=True)
+    for b, idx in steps:
         shard = parts / f"batch_{b:06d}.npz"
         if shard.exists():
             try:
@@ -588,6 +624,10 @@ def score_stage(run: Run, name: str, key: str) -> None:
     labels = images.set_index("image_id")[list(FINDINGS)]
     sizes = {r.image_id: (int(r.orig_h), int(r.orig_w)) for r in images.itertuples()}
     patients = dict(zip(images["image_id"], images["patient_id"]))
+    masks = None
+    if (data / "masks.npz").is_file():
+        with np.load(data / "masks.npz", allow_pickle=False) as z:
+            masks = {k: z[k] for k in z.files}
     sc = run.config["score"]
     options = {k: v for k, v in sc.items() if k not in ("policy", "n_boot")}
     final = run.dir / "scores" / name
@@ -595,7 +635,7 @@ def score_stage(run: Run, name: str, key: str) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     with read_bundle(run.dir / "heatmaps" / f"{name}.npz") as bundle:
         score(
-            bundle, boxes, sizes, policy=sc["policy"], patients=patients, probs=probs, labels=labels,
+            bundle, boxes, sizes, policy=sc["policy"], patients=patients, probs=probs, labels=labels, masks=masks,
             seed=run.config["seed"], n_boot=int(sc["n_boot"]), out_dir=tmp, **options,
         )
     shutil.rmtree(final, ignore_errors=True)
@@ -673,13 +713,16 @@ def plan(run: Run) -> list[tuple[str, str]]:
         out.append((f"fit/{m}", status))
         for s in ("explain", "score"):
             out.append((f"{s}/{m}", "done" if run.stage(f"{s}/{m}").get("done") and status == "done" else "to do"))
-    out.append(("report", "done" if run.stage("report").get("done") else "to do"))
+    upstream_done = all(status == "done" for _, status in out)
+    out.append(("report", "done" if upstream_done and run.stage("report").get("done") else "to do"))
     return out
 
 
 def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = print) -> Path:
     """Run every stage not yet done for `config` in folder `out`; returns the report path (None on rank > 0)."""
     out = Path(out)
+    if not is_rank_zero():
+        log = lambda msg: None  # noqa: E731 - extra DDP ranks stay quiet
     run = Run(out, config, log=log)
     lock = run_lock(out) if is_rank_zero() else contextlib.nullcontext()
     with lock:
@@ -717,6 +760,8 @@ def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = p
             run.mark_done("data", keys["data"], _files_under(out / "data", out), load_s=round(time.perf_counter() - t0, 3))
 
         for m in config["methods_order"]:
+            if not is_rank_zero() and not get_method_info(config["methods"][m]["registry"]).cls.trainable:
+                continue  # extra DDP ranks only join trainable fits
             if not run.is_done(f"fit/{m}", keys[f"fit/{m}"]):
                 log(f"fit: {m}")
                 fit_stage(run, cohort, m, keys[f"fit/{m}"])
@@ -762,7 +807,12 @@ def dry_run_text(config: dict[str, Any], out: Path) -> str:
         mem = ebs * s * s * 4 * (1 + len(BOX_FINDINGS)) / 2**20
         info = get_method_info(config["methods"][m]["registry"])
         prev = ", ".join(f"{k}={v}" for k, v in sorted(t.items())) or "not measured yet"
-        lines.append(f"method {m}: {'trainable' if info.cls.trainable else 'no training'}; explain batch "
+        try:
+            n_params = _n_params(_make_method(run, m))
+        except Exception:  # noqa: BLE001 - an estimate must not stop the plan
+            n_params = 0
+        train_mem = f"{n_params:,} parameters ≈ {n_params * 16 / 2**20:.1f} MiB with gradients and AdamW state; " if n_params else ""
+        lines.append(f"method {m}: {'trainable' if info.cls.trainable else 'no training'}; {train_mem}explain batch "
                      f"{ebs} x {s}px ≈ {mem:.1f} MiB of images+maps; previous timings: {prev}")
     lines.append("stages:")
     for stage, status in plan(run):

@@ -111,6 +111,15 @@ def read_png_header(path: Path) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+    except OSError as exc:
+        raise NIHDataError(f"{path}: cannot read ({exc})") from None
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+            raise NIHDataError(f"{path}: header claims {w}x{h} pixels (limit {MAX_SIDE}); refused before decoding")
+    try:
         with Image.open(path) as im:
             w, h = im.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -297,12 +306,12 @@ def load_nih(
     train = make([i for i in tv_ids if entries.at[i, "patient_id"] not in val_patients], "train")
     val = make([i for i in tv_ids if entries.at[i, "patient_id"] in val_patients], "val")
     test = make(t.test, "test")
-    for name, ds in (("train", train), ("test", test)):
-        if len(ds) == 0:
-            raise NIHDataError(
-                f"NIH data root {t.layout.root}: no {name} images found on disk "
-                f"({len(t.missing_images)} listed images are missing); {OFFICIAL_SOURCE}"
-            )
+    if len(test) == 0:
+        raise NIHDataError(
+            f"NIH data root {t.layout.root}: no test images found on disk "
+            f"({len(t.missing_images)} listed images are missing); {OFFICIAL_SOURCE}"
+        )
+    warnings = [] if len(train) else ["no train_val images on disk: methods can only be evaluated, not trained"]
     fp_src = "|".join([str(image_size), str(seed), str(val_fraction)] + sorted(sizes) + [str(len(t.boxes))])
     fingerprint = "nih-" + hashlib.sha256(fp_src.encode()).hexdigest()[:16]
     all_boxes = pd.concat([train.boxes, val.boxes, test.boxes], ignore_index=True)
@@ -318,6 +327,7 @@ def load_nih(
         "skipped_bad_images": len(skipped),
         "skipped_bad_image_ids": skipped[:100],
         "fallbacks": t.fallbacks,
+        "warnings": warnings,
     }
     return Cohort(name="nih", train=train, val=val, test=test, fingerprint=fingerprint, info=info)
 

@@ -43,8 +43,9 @@ def draw_gallery(split, indices, out: str | os.PathLike, cols: int = 4, title: s
     fig.tight_layout()
     out = Path(out)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=110)
+        fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=90)
     plt.close(fig)
+    out.chmod(0o644)
     return out
 
 

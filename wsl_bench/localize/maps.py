@@ -18,12 +18,15 @@ import torch.nn.functional as F
 
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
-    """Run torch ops on one thread inside the block (scoring runs beside other jobs: measured on
-    2 busy cores, a 2-thread 1024x1024 resize was several times slower than a 1-thread one)."""
+    """Run torch and BLAS on one thread inside the block. Scoring is many small ops and runs beside
+    other jobs: measured on 2 busy cores, 2-thread resizes and BLAS dots were 3-6x slower."""
+    from threadpoolctl import threadpool_limits
+
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(limits=1):
+            yield
     finally:
         torch.set_num_threads(prev)
 

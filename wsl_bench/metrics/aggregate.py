@@ -115,39 +115,42 @@ def summarize_boxes(
         slices.append((name, sl, keys))
         summary[name] = _table(point[0][0][:, sl], point[1][0][sl], point[2][0][sl], labels, keys)
 
-    ci: dict = {}
-    if n_boot > 0 and n_units > 0:
-        counts = resample_counts(n_units, n_boot, seed)
-        per_class, macro, micro = grouped_replicates(values, units, classes, len(labels), counts)
-        stacked = np.concatenate([per_class, macro[:, None, :], micro[:, None, :]], axis=1)  # [B, C+2, M]
-        lo, hi = percentile_ci(stacked, level)
-        for name, sl, keys in slices:
-            ci[name] = _ci_table(lo[:, sl], hi[:, sl], labels, keys)
-    summary["ci"] = ci
+    counts = resample_counts(n_units, n_boot, seed) if n_boot > 0 and n_units > 0 else None
+    summary["ci"] = _cis(values, units, classes, labels, counts, slices, level)
     summary["bootstrap"] = {
         "n_boot": int(n_boot),
         "seed": int(seed),
         "level": float(level),
         "unit": "patient" if "patient_id" in per_box.columns and per_box["patient_id"].notna().any() else "image",
         "n_units": n_units,
-        "method": "percentile interval over units resampled with replacement",
+        "method": "percentile interval over units resampled with replacement (same replicates for every metric)",
     }
 
     summary["n_boxes_per_label"] = {l: int((per_box["label"] == l).sum()) for l in labels}
+    size_metrics = [sl for sl in slices if sl[0] in ("iou_acc", "iobb_acc", "pointing")]
     by_size = {}
     for name, lo_, hi_ in size_bins:
         sel = (per_box["size_bin"] == name).to_numpy()
         entry: dict = {"n_boxes": int(sel.sum()), "area_fraction": [float(lo_), _num(hi_)]}
-        sub_units = units[sel]
         if sel.any():
-            p = grouped_replicates(values[sel], sub_units, classes[sel], len(labels), np.ones((1, n_units)))
-        for name_, sl, keys in slices:
-            if name_ in ("iou_acc", "iobb_acc", "pointing"):
-                entry[name_] = _table(p[0][0][:, sl], p[1][0][sl], p[2][0][sl], labels, keys) if sel.any() else None
+            p = grouped_replicates(values[sel], units[sel], classes[sel], len(labels), ones)
+            for name_, sl, keys in size_metrics:
+                entry[name_] = _table(p[0][0][:, sl], p[1][0][sl], p[2][0][sl], labels, keys)
+            entry["ci"] = _cis(values[sel], units[sel], classes[sel], labels, counts, size_metrics, level)
         by_size[name] = entry
     summary["by_size"] = by_size
     summary["afp"] = average_false_positives(per_box, iobb_thresholds, labels)
     return summary
+
+
+def _cis(values, units, classes, labels, counts, slices, level) -> dict:
+    """{metric: CI table} from the bootstrap replicates `counts` (empty when there are none)."""
+    if counts is None:
+        return {}
+    per_class, macro, micro = grouped_replicates(values, units, classes, len(labels), counts)
+    stacked = np.concatenate([per_class, macro[:, None, :], micro[:, None, :]], axis=1)  # [B, C+2, M]
+    lo, hi = percentile_ci(stacked, level)
+    return {name: _ci_table(lo[:, sl], hi[:, sl], labels, keys) for name, sl, keys in slices}
 
 
 def average_false_positives(per_box: pd.DataFrame, iobb_thresholds, labels) -> dict | None:

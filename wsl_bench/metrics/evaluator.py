@@ -76,6 +76,11 @@ def _options(policy: str, given: dict) -> dict:
         raise ValueError(f"unknown scoring option(s) {unknown}; known: {', '.join(sorted(DEFAULT_OPTIONS))}")
     if policy not in POLICY_NAMES:
         raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICY_NAMES)}")
+    fixed = {"wang2017": ("tau", "components"), "maxboxacc": ("tau", "components")}.get(policy, ())
+    clash = [k for k in fixed if given.get(k) is not None]
+    if clash:
+        raise ValueError(f"policy {policy} fixes its own thresholds and components; drop {', '.join(clash)} "
+                         f"(or use --policy threshold / calibrated)")
     opts = {**DEFAULT_OPTIONS, **{k: v for k, v in given.items() if v is not None}}
     if opts["components"] is not None:
         check_rule(opts["components"])
@@ -294,6 +299,8 @@ def _score(maps, boxes, image_sizes, policy, patients, probs, labels, masks, see
            out_dir, policy_options) -> ScoreResult:
     opts = _options(policy, policy_options)
     boxes = check_boxes(boxes)
+    if boxes.empty:
+        raise ValueError("the box table is empty: there is nothing to score")
     size_of = _size_lookup(image_sizes, maps)
     sizes = np.array([size_of(i) for i in boxes["image_id"]], dtype=np.float64).reshape(-1, 2)
     _check_inside(boxes, sizes)

@@ -66,8 +66,8 @@ def region_stats(norm: np.ndarray, gt_xyxy: np.ndarray, thresholds=MIOU_THRESHOL
         return miou, float("nan")
     flat = norm.ravel()
     s_all = float(flat.sum())  # float32 pairwise sums: no float64 copies, no BLAS threads
-    q_all = float(np.square(flat).sum())
-    s_in, q_in = float(inside.sum()), float(np.dot(inside, inside))
+    q_all = float(np.einsum("i,i->", flat, flat))
+    s_in, q_in = float(inside.sum()), float(np.einsum("i,i->", inside, inside))
     m_in = s_in / n_in
     m_out = (s_all - s_in) / n_out
     v_in = max(q_in / n_in - m_in * m_in, 0.0)

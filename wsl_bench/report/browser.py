@@ -65,7 +65,19 @@ _INTERACTION_PROBE = r"""
     sel.value = '';
     sel.dispatchEvent(new Event('change'));
   }
-  return JSON.stringify({n_tables: tables.length, sorted_ok, filter});
+  let rows_filter = null;
+  const rf = document.querySelector('select.rowfilter');
+  if (rf && rf.options.length > 1) {
+    rf.value = rf.options[1].value;
+    rf.dispatchEvent(new Event('change'));
+    const t = document.querySelector('table[data-table="' + rf.getAttribute('data-for') + '"]');
+    const rows = Array.from(t.tBodies[0].rows), shown = rows.filter(r => !r.classList.contains('hidden'));
+    rows_filter = {total: rows.length, shown: shown.length,
+                   consistent: shown.every(r => r.cells[0].getAttribute('data-v') === rf.value)};
+    rf.value = '';
+    rf.dispatchEvent(new Event('change'));
+  }
+  return JSON.stringify({n_tables: tables.length, sorted_ok, filter, rows_filter});
 })()
 """
 
@@ -78,7 +90,8 @@ class PageCheck:
     images: list[dict] = field(default_factory=list)
     n_tables: int = 0
     sorted_ok: bool = False
-    filter: dict | None = None
+    filter: dict | None = None  # gallery filter by method: {total, shown, consistent}
+    rows_filter: dict | None = None  # table row filter by threshold: {total, shown, consistent}
     title: str = ""
     screenshot: Path | None = None
 
@@ -158,8 +171,12 @@ class _Pipe:
         return json.loads(raw)
 
 
-def check_page(html: Path, screenshot: Path | None = None, width: int = 1400, height: int = 1100, timeout: float = 60.0) -> PageCheck:
-    """Load `html` in headless Chromium; report console errors and broken images; save a screenshot."""
+def check_page(
+    html: Path, screenshot: Path | None = None, width: int = 1400, height: int = 1100, timeout: float = 60.0,
+    full_page: bool = False,
+) -> PageCheck:
+    """Load `html` in headless Chromium; report console errors and broken images; save a screenshot
+    (of the first `height` pixels, or of the whole page with `full_page`, capped at 16,000 px)."""
     binary = find_chromium()
     if binary is None:
         raise FileNotFoundError("Chromium is not installed; on Debian: apt-get update && apt-get install -y chromium")
@@ -185,7 +202,7 @@ def check_page(html: Path, screenshot: Path | None = None, width: int = 1400, he
         os.close(out_w)
         pipe = _Pipe(proc, cmd_w, out_r)
         try:
-            return _run_checks(pipe, html, screenshot, width, height, timeout)
+            return _run_checks(pipe, html, screenshot, width, height, timeout, full_page)
         finally:
             try:
                 pipe.send("Browser.close", timeout=5)
@@ -200,7 +217,9 @@ def check_page(html: Path, screenshot: Path | None = None, width: int = 1400, he
             os.close(out_r)
 
 
-def _run_checks(pipe: _Pipe, html: Path, screenshot: Path | None, width: int, height: int, timeout: float) -> PageCheck:
+def _run_checks(
+    pipe: _Pipe, html: Path, screenshot: Path | None, width: int, height: int, timeout: float, full_page: bool
+) -> PageCheck:
     target = pipe.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
     session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     for domain in ("Page", "Runtime", "Log", "Network"):
@@ -220,6 +239,11 @@ def _run_checks(pipe: _Pipe, html: Path, screenshot: Path | None, width: int, he
     loaded = evaluate(_IMAGES_PROBE)
     check = PageCheck(images=loaded["images"], title=loaded["title"])
     if screenshot is not None:
+        if full_page:
+            size = pipe.send("Page.getLayoutMetrics", session=session)["cssContentSize"]
+            pipe.send("Emulation.setDeviceMetricsOverride",
+                      {"width": width, "height": int(min(size["height"], 16000)), "deviceScaleFactor": 1, "mobile": False},
+                      session=session)
         shot = pipe.send("Page.captureScreenshot", {"format": "png"}, session=session, timeout=timeout)
         screenshot = Path(screenshot)
         screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +251,7 @@ def _run_checks(pipe: _Pipe, html: Path, screenshot: Path | None, width: int, he
         check.screenshot = screenshot
     probe = evaluate(_INTERACTION_PROBE)
     check.n_tables, check.sorted_ok, check.filter = probe["n_tables"], probe["sorted_ok"], probe["filter"]
+    check.rows_filter = probe["rows_filter"]
     pipe.drain(0.3)
     for ev in pipe.events:
         p = ev.get("params", {})

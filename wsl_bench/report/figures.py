@@ -72,9 +72,10 @@ def size_bars(long: pd.DataFrame, colors: dict[str, str], thresholds: tuple[str,
     """Grouped bars of macro IoU accuracy per box-size bin, one bar per method, CI whiskers."""
     apply_theme()
     thresholds = tuple(t for t in thresholds if t in set(long["threshold"])) or tuple(dict.fromkeys(long["threshold"]))[:3]
-    fig, axes = plt.subplots(1, len(thresholds), figsize=(3.6 * len(thresholds) + 1.5, 3.4), sharey=True, squeeze=False)
     bins = list(dict.fromkeys(long["size_bin"]))
     names = [n for n in colors if n in set(long["method"])]
+    panel = max(3.6, 0.06 * len(names) * len(bins))  # bars stay readable with many methods
+    fig, axes = plt.subplots(1, len(thresholds), figsize=(panel * len(thresholds) + 1.5, 3.4), sharey=True, squeeze=False)
     width = 0.8 / max(1, len(names))
     for ax, t in zip(axes[0], thresholds):
         sub = long[long["threshold"] == t].set_index(["method", "size_bin"])
@@ -93,7 +94,7 @@ def size_bars(long: pd.DataFrame, colors: dict[str, str], thresholds: tuple[str,
         ax.set_ylim(0, 1.02)
     axes[0][0].set_ylabel("Macro IoU accuracy")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, ncol=1 + len(labels) // 16)
     fig.tight_layout()
     return fig
 

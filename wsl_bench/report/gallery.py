@@ -26,6 +26,7 @@ from wsl_bench.report.runs import MethodScores, RunSet
 from wsl_bench.report.style import GT_COLOR
 
 TILE = 192  # px, side of a gallery tile
+CELL_IN = 0.72  # inches per tile in the gallery figures: ~native resolution at 300 dpi, however many methods
 Box = tuple[float, float, float, float]  # x, y, w, h in original-image pixels
 
 
@@ -228,7 +229,7 @@ def gallery_figure(tiles: list[Tile], methods: list[str], colors: dict[str, str]
         return None
     cols = [None, *methods]
     index = {(t.method, t.case): t for t in same}
-    fig, axes = plt.subplots(len(cases), len(cols), figsize=(1.25 * len(cols), 1.3 * len(cases)), squeeze=False)
+    fig, axes = plt.subplots(len(cases), len(cols), figsize=(CELL_IN * len(cols), (CELL_IN + 0.06) * len(cases) + 0.3), squeeze=False)
     for r, case in enumerate(cases):
         for c, name in enumerate(cols):
             ax = axes[r][c]
@@ -237,12 +238,12 @@ def gallery_figure(tiles: list[Tile], methods: list[str], colors: dict[str, str]
             if t is not None:
                 ax.imshow(np.asarray(Image.open(t.path)), interpolation="none")
             if r == 0:
-                ax.set_title("image + GT" if name is None else name, fontsize=6, color="black" if name is None else colors[name],
-                             fontweight="bold", rotation=0 if len(cols) < 8 else 30)
+                ax.set_title("image + GT" if name is None else name, fontsize=4, color="black" if name is None else colors[name],
+                             fontweight="bold", rotation=0 if len(cols) < 8 else 30, ha="center" if len(cols) < 8 else "left")
             if c == 0:
-                ax.text(-0.06, 0.5, box_to_finding(case.label), transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=6)
+                ax.text(-0.06, 0.5, box_to_finding(case.label), transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=4)
             if name is not None and t is not None and not math.isnan(t.iou):
-                ax.text(0.02, 0.02, f"IoU {t.iou:.2f}", transform=ax.transAxes, fontsize=4.5, color="white",
+                ax.text(0.02, 0.02, f"IoU {t.iou:.2f}", transform=ax.transAxes, fontsize=3.2, color="white",
                         bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "lw": 0})
     fig.subplots_adjust(wspace=0.03, hspace=0.06)
     return fig
@@ -255,7 +256,7 @@ def extremes_figure(tiles: list[Tile], methods: list[str], colors: dict[str, str
         return None
     per = {m: [t for t in tiles if t.method == m and t.kind == "best"] + [t for t in tiles if t.method == m and t.kind == "worst"] for m in rows}
     ncol = max(len(v) for v in per.values())
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(1.25 * ncol, 1.3 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(CELL_IN * ncol + 0.3, (CELL_IN + 0.2) * len(rows)), squeeze=False)
     for r, m in enumerate(rows):
         for c in range(ncol):
             ax = axes[r][c]
@@ -263,9 +264,9 @@ def extremes_figure(tiles: list[Tile], methods: list[str], colors: dict[str, str
             if c < len(per[m]):
                 t = per[m][c]
                 ax.imshow(np.asarray(Image.open(t.path)), interpolation="none")
-                ax.set_title(f"{t.kind}, IoU {t.iou:.2f}\n{box_to_finding(t.case.label)}", fontsize=5)
+                ax.set_title(f"{t.kind}, IoU {t.iou:.2f}\n{box_to_finding(t.case.label)}", fontsize=3.5)
             if c == 0:
-                ax.text(-0.06, 0.5, m, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=6,
+                ax.text(-0.06, 0.5, m, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=4,
                         color=colors[m], fontweight="bold")
     fig.subplots_adjust(wspace=0.03, hspace=0.25)
     return fig

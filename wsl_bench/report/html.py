@@ -52,8 +52,10 @@ def table_context(t: Table, colors: dict[str, str], references: dict[str, bool])
             cells.append({"text": str(text), "sort": _sort_value(v), "best": bool(t.bold.iat[i, j]) if t.bold is not None else False})
         rows.append({"key_cells": keys, "cells": cells, "groupstart": len(key) > 1 and key[0] != prev_first and i > 0})
         prev_first = key[0]
+    groups = list(dict.fromkeys(str(k[0]) for k in t.display.index)) if t.display.index.nlevels > 1 else []
     return {"name": t.name, "title": t.title, "caption": t.caption, "index_names": index_names,
-            "columns": [str(c) for c in t.display.columns], "rows": rows}
+            "columns": [str(c) for c in t.display.columns], "rows": rows, "groups": groups,
+            "group_name": index_names[0] if groups else ""}
 
 
 def render_html(

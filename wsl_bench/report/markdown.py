@@ -4,8 +4,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsl_bench.report.runs import RunSet
+import shlex
+
+from wsl_bench.report.runs import REFERENCE_METHODS, RunSet
 from wsl_bench.report.tables import SIG_MARK, Table, to_markdown
+
+
+def run_command(rs: RunSet, run_dir: Path) -> str | None:
+    """The `wsl-bench run` line that reproduces a run folder, or None when it cannot be told exactly.
+
+    Rebuilt from config.yaml (preset, seed, methods) and accepted only if it gives the same config hash
+    as the manifest, so a run made with --set overrides or --ablate never gets a wrong command.
+    """
+    cfg, mf = rs.configs.get(run_dir, {}), rs.manifests.get(run_dir, {})
+    order = [m for m in cfg.get("methods_order", []) if m not in REFERENCE_METHODS]
+    if not (cfg.get("preset") and mf.get("config_hash") and order):
+        return None
+    try:
+        from wsl_bench.run import build_config, run_config_hash
+
+        data = cfg.get("data", {}) or {}
+        rebuilt = build_config(order, data=data.get("name"), root=data.get("root"), preset=cfg["preset"], seed=int(cfg.get("seed", 0)))
+        if run_config_hash(rebuilt) != mf["config_hash"]:
+            return None
+    except Exception:  # noqa: BLE001 - an unregistered method or an older config: no command, no guess
+        return None
+    parts = ["wsl-bench", "run", "--preset", str(cfg["preset"]), "--seed", str(cfg.get("seed", 0)), "--methods", ",".join(order)]
+    if data.get("name") and data.get("name") != "synth":
+        parts += ["--data", str(data["name"])] + (["--root", str(data["root"])] if data.get("root") else [])
+    return shlex.join([*parts, "--out", str(run_dir)])
 
 
 def provenance_lines(rs: RunSet) -> list[str]:
@@ -39,11 +66,13 @@ def render_markdown(
     command: str,
 ) -> str:
     """The whole report.md; `figures` are (title, relative PNG path) pairs."""
+    runs = [c for c in (run_command(rs, d) for d in rs.run_dirs) if c]
     out = [
         "# wsl-bench report",
         "",
         f"Regenerate with: `{command}`",
         "",
+        *([f"The run{'s' if len(runs) > 1 else ''}: " + "; ".join(f"`{c}`" for c in runs), ""] if runs else []),
         "Methods: " + ", ".join(f"`{n}`" + (" (sanity baseline)" if m.is_reference else "") for n, m in rs.methods.items()) + ".",
         "",
         *provenance_lines(rs),

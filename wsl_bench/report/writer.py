@@ -34,6 +34,7 @@ class Figure:
 def build_tables(rs: RunSet, sig: pd.DataFrame | None = None) -> list[T.Table]:
     """Every table of the report, in reading order (AUROC only when the scorer gave AUROCs)."""
     out = [T.macro_table(rs, sig), T.iou_table(rs, sig), T.iobb_table(rs, sig), T.size_table(rs)]
+    out += T.policy_tables(rs)
     auroc = T.auroc_table(rs)
     if auroc is not None:
         out.append(auroc)

@@ -110,14 +110,18 @@ def _vessel_field(
     z = _blur_axis(z, 5.0, axis=2)
     z = _blur_axis(z, 1.3, axis=3)
     z = z / z.flatten(1).std(dim=1).view(-1, 1, 1, 1)
-    gx = theta / np.pi  # [-1,1] around the circle
     gy = (torch.log(r / 0.01) / np.log(0.6 / 0.01)).clamp(0, 1) * 2 - 1
-    gx, gy = torch.broadcast_tensors(gx, gy)
-    grid = torch.stack([gx, gy], dim=-1)
+    # Vessels curve: bend the angle by a smooth random function of (angle, radius).
+    bend = _blur_axis(_blur_axis(torch.randn(k, 1, 12, 24, generator=gen), 1.5, axis=2), 2.0, axis=3)
+    bend = bend / bend.flatten(1).std(dim=1).view(-1, 1, 1, 1)
+    gx0, gy0 = torch.broadcast_tensors(theta / np.pi, gy)
+    b = F.grid_sample(bend, torch.stack([gx0, gy0], dim=-1), align_corners=False, padding_mode="border")[:, 0]
+    gx = (gx0 + 0.06 * b + 1) % 2 - 1
+    grid = torch.stack([gx, gy0], dim=-1)
     zs = F.grid_sample(z, grid, align_corners=False, padding_mode="border")[:, 0]
     width = 0.22 * (0.035 / r).clamp(max=3.0) ** 0.7
     lines = torch.exp(-((zs / width) ** 2))
-    fade = torch.exp(-r / 0.22) * smoothstep(0.0, 0.02, r)
+    fade = torch.exp(-r / 0.25) * smoothstep(0.01, 0.07, r)
     return lines * fade
 
 
