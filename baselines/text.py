@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,13 @@ from torch import nn
 
 _PUNCT = set(string.punctuation)
 _SENTENCE_END = {".", "!", "?", ";"}
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+")
+
+
+def split_sentences(report: str) -> list[str]:
+    """A report's sentences (split after . ! ? ; followed by white space); never empty."""
+    parts = [p for p in _SENTENCE_SPLIT.split(report.strip()) if p]
+    return parts or [report]
 
 
 def default_text_model_path() -> Path:
@@ -183,3 +191,30 @@ class TextEncoder(nn.Module):
             torch.cat([grow(p.sentences, s) for p in parts]), torch.cat([grow(p.sentence_mask, s) for p in parts]),
             torch.cat([p.report for p in parts]),
         )
+
+    @torch.no_grad()
+    def encode_sentencewise(self, reports: Sequence[str], batch_size: int = 128) -> TextUnits:
+        """Like `encode_cached`, but each distinct sentence is encoded once, in its own context.
+
+        Words are contextualised within their sentence (not the whole report); a sentence embedding is the
+        mean of its words as before; the report embedding is the word-count-weighted mean of its sentences'
+        token means. Templated reports repeat sentences, so this is ~10x cheaper on SynthCXR (our choice,
+        used with a frozen encoder in the quick preset).
+        """
+        split = [split_sentences(r) for r in reports]
+        uniq: dict[str, int] = {}
+        for sents in split:
+            for t in sents:
+                uniq.setdefault(t, len(uniq))
+        units = self.encode_cached(list(uniq), batch_size=batch_size)
+        n_words = units.word_mask.sum(1)
+        words_all, sents_all, reps = [], [], []
+        for sents in split:
+            ids = [uniq[t] for t in sents]
+            words_all.append(torch.cat([units.words[i, : n_words[i]] for i in ids])[: self.max_words])
+            sents_all.append(torch.stack([units.sentences[i, 0] for i in ids])[: self.max_sentences])
+            w = n_words[ids].float().clamp(min=1)
+            reps.append((units.report[ids] * w[:, None]).sum(0) / w.sum())
+        words, word_mask = _pad(words_all, self.dim)
+        sentences, sentence_mask = _pad(sents_all, self.dim)
+        return TextUnits(words, word_mask, sentences, sentence_mask, torch.stack(reps))

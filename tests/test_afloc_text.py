@@ -60,3 +60,19 @@ def test_cached_encoding_pads_to_the_longest(encoder):
 def test_missing_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="Hugging Face model folder"):
         load_hf_text_model(tmp_path / "nowhere")
+
+
+def test_sentencewise_units_assemble_per_sentence_encodings(encoder):
+    from baselines.text import split_sentences
+
+    report = "Heart size is normal. Small left pleural effusion. Heart size is normal."
+    assert split_sentences(report) == ["Heart size is normal.", "Small left pleural effusion.", "Heart size is normal."]
+    units = encoder.encode_sentencewise([report, "Cardiomegaly."])
+    parts = encoder(["Heart size is normal.", "Small left pleural effusion."])
+    n0, n1 = int(parts.word_mask[0].sum()), int(parts.word_mask[1].sum())
+    assert int(units.word_mask[0].sum()) == 2 * n0 + n1 and int(units.sentence_mask[0].sum()) == 3
+    assert torch.allclose(units.words[0, n0:n0 + n1], parts.words[1, :n1], atol=1e-4)
+    assert torch.allclose(units.sentences[0, 2], parts.sentences[0, 0], atol=1e-4)
+    w = torch.tensor([n0, n1, n0], dtype=torch.float32)
+    expect = (torch.stack([parts.report[0], parts.report[1], parts.report[0]]) * w[:, None]).sum(0) / w.sum()
+    assert torch.allclose(units.report[0], expect, atol=1e-4)

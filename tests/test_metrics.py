@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wsl_bench.heatmaps import bundle_key
 from wsl_bench.metrics import score
@@ -125,6 +127,13 @@ def test_summary_schema_and_files(tmp_path):
     assert s["n_maps_without_boxes"] == 1 and s["maps_without_boxes_examples"] == ["extra.png::Mass"]
     assert s["bootstrap"]["unit"] == "patient" and s["bootstrap"]["n_units"] == 8
     assert r.summary == s
+    from wsl_bench.metrics import summarize_boxes
+
+    again = summarize_boxes(pb, n_boot=200, seed=3)  # every box number is recomputable from the table
+    for k in ("iou_acc", "iobb_acc", "pointing", "miou", "ci", "by_size", "afp"):
+        assert again[k] == s[k]
+    no_patients = score(maps, boxes, 256, n_boot=20).summary["bootstrap"]
+    assert no_patients["unit"] == "image" and no_patients["n_units"] == 16
 
 
 def test_scores_are_deterministic_for_a_seed():
@@ -205,6 +214,8 @@ def test_bad_inputs_name_the_key_or_row():
         score(maps, boxes, 256, policy="best")
     with pytest.raises(ValueError, match="fixes its own thresholds"):
         score(maps, boxes, 256, policy="wang2017", tau=0.3)
+    with pytest.raises(ValueError, match="at least 2 patients"):
+        score(maps, boxes, 256, policy="calibrated", patients={i: "same" for i in boxes["image_id"]})
     with pytest.raises(ValueError, match="unknown scoring option"):
         score(maps, boxes, 256, taux=0.3)
     with pytest.raises(ValueError, match="no image size for image"):
@@ -285,3 +296,17 @@ def r_bins(boxes):
     from wsl_bench.metrics.aggregate import size_bin
 
     return size_bin((boxes["w"] * boxes["h"] / 256**2).to_numpy())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 60), st.integers(1, 5), st.integers(0, 1000), st.floats(0.2, 0.8))
+def test_calibration_split_is_patient_disjoint_and_near_the_fraction(n_images, per_patient, seed, fraction):
+    from wsl_bench.metrics import calibration_split
+
+    ids = [f"i{i}" for i in range(n_images)]
+    patients = {i: f"p{k // per_patient}" for k, i in enumerate(ids)}
+    calib, evaluation = calibration_split(ids, patients, fraction, seed)
+    assert sorted(calib + evaluation) == sorted(ids)
+    assert not {patients[i] for i in calib} & {patients[i] for i in evaluation}
+    assert fraction * n_images <= len(calib) < fraction * n_images + per_patient
+    assert calibration_split(ids, patients, fraction, seed) == (calib, evaluation)

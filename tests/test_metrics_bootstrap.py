@@ -93,3 +93,34 @@ def test_auroc_summary_per_finding_and_mean():
     assert out["mean"] == pytest.approx(np.mean(list(out["per_class"].values())))
     lo, hi = out["ci"]["Mass"]
     assert lo < out["per_class"]["Mass"] < hi and out["ci"]["mean"][0] < out["mean"] < out["ci"]["mean"][1]
+
+
+def test_paired_bootstrap_on_two_scored_methods():
+    from wsl_bench.metrics import score
+
+    rng = np.random.default_rng(0)
+    rows, good, noise = [], {}, {}
+    for i in range(30):
+        x, y = rng.integers(0, 150, 2)
+        rows.append(dict(image_id=f"i{i}", label=["Mass", "Nodule"][i % 2], x=int(x), y=int(y), w=60, h=60))
+        m = np.zeros((32, 32), np.float32)
+        m[y // 8 : (y + 60) // 8, x // 8 : (x + 60) // 8] = 1
+        good[f"i{i}::{rows[-1]['label']}"] = m
+        noise[f"i{i}::{rows[-1]['label']}"] = rng.random((32, 32)).astype(np.float32)
+    boxes = pd.DataFrame(rows)
+    patients = {f"i{i}": f"p{i // 3}" for i in range(30)}
+    a = score(good, boxes, 256, patients=patients, n_boot=0).per_box
+    b = score(noise, boxes, 256, patients=patients, n_boot=0).per_box
+    res = paired_bootstrap(a, b, "iou_acc@0.3", n_boot=400, seed=0)
+    assert res["n_units"] == 10 and res["diff"] > 0.5 and res["ci"][0] > 0 and res["p_value"] < 0.01
+
+
+def test_score_restores_thread_settings():
+    import torch
+
+    from wsl_bench.localize.maps import single_thread
+
+    before = torch.get_num_threads()
+    with single_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -235,3 +235,38 @@ def test_run_command_is_given_only_when_it_reproduces_the_config_hash(tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     (run / "manifest.json").write_text(json.dumps({**manifest, "config_hash": run_config_hash(cfg)}))
     assert run_command(load_runs([run]), run) is None
+
+
+def test_headline_markdown_for_the_readme(fake_report):
+    from wsl_bench.report.markdown import headline_markdown
+
+    _, out = fake_report
+    snippet = headline_markdown(out, "reports/synth-quick")
+    assert "| Method | T(IoU)=0.1 |" in snippet and "| good |" in snippet
+    assert "(reports/synth-quick/figures/iou_curves.png)" in snippet
+    assert "## " not in snippet  # only the headline section, no following heading
+
+
+def test_bold_marks_the_best_accuracy_per_threshold_never_an_afp_row(fake_report):
+    from wsl_bench.report.tables import iobb_table, iou_table
+
+    run, _ = fake_report
+    rs = load_runs([run])
+    t = iobb_table(rs)
+    kinds = t.display.index.get_level_values(2)
+    assert not t.bold[np.asarray(kinds == "AFP")].to_numpy().any()
+    acc = t.values[np.asarray(kinds == "Acc.")]["Macro"]
+    bold = t.bold[np.asarray(kinds == "Acc.")]["Macro"]
+    for thr in sa.IOBB_THRESHOLDS:
+        vals, marks = acc.xs(thr, level=0), bold.xs(thr, level=0)
+        if vals.max() > vals.min():
+            assert marks.to_numpy().tolist() == (vals == vals.max()).to_numpy().tolist()
+    iou = iou_table(rs)
+    top = iou.values.xs("0.1", level=0)["Macro"]
+    assert iou.bold.xs("0.1", level=0)["Macro"].to_numpy().tolist() == (top == top.max()).to_numpy().tolist()
+
+
+def test_size_bins_run_small_to_large_whatever_the_json_key_order():
+    s = {"by_size": {"large": {"area_fraction": [0.078, None]}, "medium": {"area_fraction": [0.025, 0.078]},
+                     "small": {"area_fraction": [0.0, 0.025]}}}
+    assert sa.size_bins(s) == ["small", "medium", "large"]

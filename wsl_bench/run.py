@@ -22,7 +22,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ from wsl_bench.methods import FitContext, create_method, get_method_info, resolv
 
 REFERENCE_METHODS: tuple[str, ...] = ("prior-center", "prior-lung", "random")
 DEFAULT_METHODS: tuple[str, ...] = ("clarity", "gradcam")
-STAGES = ("data", "fit", "explain", "score", "report")
 
 # Run presets: data, the method preset each maps to, and stage settings. `tiny` is for tests and smoke runs.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -69,6 +67,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "report": {"full": True},
     },
 }
+NIH_KEYS = {"name", "root", "image_size", "val_fraction", "skip_bad", "preload"}
 HASHED_SECTIONS = ("preset", "seed", "data", "methods", "fit", "explain", "score")
 
 
@@ -128,16 +127,7 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-@dataclass
-class MethodSpec:
-    """One method of a run: its name in the run (ablations add `-no-<component>`) and resolved config."""
-
-    name: str
-    registry: str
-    config: dict[str, Any]
-
-
-def select_methods(methods: list[str] | None, ablate: list[str] | None = None) -> list[str]:
+def select_methods(methods: list[str] | None) -> list[str]:
     """The user's methods (default: clarity, gradcam where registered) plus the sanity references."""
     from wsl_bench.methods import available_methods
 
@@ -187,8 +177,12 @@ def build_config(
         raise RunError(f"unknown data {cfg['data']['name']!r}; use synth or nih")
     if cfg["data"]["name"] == "synth":
         cfg["data"] = _full_synth_config(cfg["data"])
-    if cfg["data"]["name"] == "nih" and not cfg["data"].get("root"):
-        raise RunError("--data nih needs --root DIR (the ChestX-ray14 folder with images/ and the CSV files)")
+    if cfg["data"]["name"] == "nih":
+        if not cfg["data"].get("root"):
+            raise RunError("--data nih needs --root DIR (the ChestX-ray14 folder with images/ and the CSV files)")
+        unknown_keys = sorted(set(cfg["data"]) - NIH_KEYS)
+        if unknown_keys:
+            raise RunError(f"unknown NIH data setting(s) {unknown_keys}; known: {', '.join(sorted(NIH_KEYS))}")
 
     names = select_methods(methods)
     unknown = set(method_overrides) - set(names)
@@ -269,7 +263,7 @@ def load_cohort(data_cfg: dict[str, Any], seed: int, progress: bool = False):
 
     return load_nih(
         d.pop("root"), image_size=int(d.pop("image_size")), seed=seed, val_fraction=float(d.pop("val_fraction", 0.1)),
-        skip_bad=bool(d.pop("skip_bad", False)),
+        skip_bad=bool(d.pop("skip_bad", False)), **({"preload": d["preload"]} if "preload" in d else {}),
     )
 
 

@@ -47,7 +47,7 @@ def auroc_summary(
     y = labels.loc[ids, findings].to_numpy(dtype=np.float64)
     units = pd.factorize(pd.Index([patients.get(i, i) if patients else i for i in ids]), sort=True)[0]
     n_units = int(units.max()) + 1
-    counts = resample_counts(n_units, n_boot, seed)[:, units] if n_boot > 0 else np.zeros((0, len(ids)))
+    unit_counts = resample_counts(n_units, n_boot, seed) if n_boot > 0 else np.zeros((0, n_units))
     point, reps = {}, {}
     for j, f in enumerate(findings):
         ok = np.isfinite(y[:, j])
@@ -55,7 +55,9 @@ def auroc_summary(
         if yj.all() or not yj.any():
             continue
         point[f] = float(weighted_auroc(p[ok, j], yj, np.ones((1, ok.sum())))[0])
-        chunks = [weighted_auroc(p[ok, j], yj, counts[b : b + 100][:, ok]) for b in range(0, len(counts), 100)]
+        chunks = [  # 100 replicates at a time: image weights = their patient's count, never all at once
+            weighted_auroc(p[ok, j], yj, unit_counts[b : b + 100][:, units[ok]]) for b in range(0, len(unit_counts), 100)
+        ]
         reps[f] = np.concatenate(chunks) if chunks else np.zeros(0)
     out: dict = {"per_class": point, "mean": float(np.mean(list(point.values()))) if point else None,
                  "n_images": len(ids), "ci": {}}

@@ -38,7 +38,7 @@ def score_command(
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Count a box without a map as a miss instead of failing."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates for the 95% CIs (0 = none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and of the calibration split."),
-    sweep_size: Optional[int] = typer.Option(None, "--sweep-size", help="Working grid (longer side) of the calibrated/maxboxacc sweeps (default 256)."),
+    sweep_size: Optional[int] = typer.Option(None, "--sweep-size", help="Working grid (longer side) of the calibrated/maxboxacc sweeps (default 256; 0 = full resolution, ~1 s per 1024² map)."),
     pointing_tolerance: float = typer.Option(0.0, "--pointing-tolerance", help="Pointing game margin in image pixels."),
     progress: bool = typer.Option(sys.stderr.isatty(), "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:

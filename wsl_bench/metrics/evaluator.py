@@ -18,7 +18,6 @@ import pandas as pd
 
 from wsl_bench.heatmaps import bundle_key, check_map
 from wsl_bench.io import atomic_path, write_json
-from wsl_bench.localize.components import Candidates
 from wsl_bench.localize.geometry import overlaps, xywh_to_xyxy
 from wsl_bench.localize.maps import prepare, single_thread, working_size
 from wsl_bench.localize.policies import (
@@ -255,7 +254,7 @@ def calibration_split(image_ids, patients: Mapping[str, str] | None, fraction: f
     return sorted(calib_set), [i for i in ids if i not in calib_set]
 
 
-def _choose_tau(iou: np.ndarray, grid, rules, iou_thresholds) -> tuple[int, int, float]:
+def _choose_tau(iou: np.ndarray, iou_thresholds) -> tuple[int, int, float]:
     """Pick (rule index, tau index) maximising the mean IoU accuracy over `iou_thresholds`.
 
     iou: [R, m, K]. Ties go to the first rule in COMPONENT_RULES order, then the lowest tau.
@@ -309,9 +308,9 @@ def _score(maps, boxes, image_sizes, policy, patients, probs, labels, masks, see
         if lost:
             raise ValueError(f"no patient id for {len(lost)} box image(s), e.g. {lost[0]!r}; add them to the labels table")
         boxes["patient_id"] = boxes["image_id"].map(patients).astype(str)
-    else:
-        boxes["patient_id"] = boxes["image_id"]
-    boxes["area_fraction"] = boxes["w"] * boxes["h"] / (sizes[:, 0] * sizes[:, 1]) if len(boxes) else []
+    else:  # unknown: the bootstrap then resamples images
+        boxes["patient_id"] = pd.Series([None] * len(boxes), dtype=object)
+    boxes["area_fraction"] = boxes["w"] * boxes["h"] / (sizes[:, 0] * sizes[:, 1])
     boxes["size_bin"] = size_bin(boxes["area_fraction"].to_numpy(), opts["size_bins"])
     boxes["key"] = [bundle_key(i, l) for i, l in zip(boxes["image_id"], boxes["label"])]
     dup = boxes.duplicated(["image_id", "label", "x", "y", "w", "h"])
@@ -371,10 +370,10 @@ def _score(maps, boxes, image_sizes, policy, patients, probs, labels, masks, see
         policy=policy,
         policy_options=_jsonable_options(policy, opts),
         n_boxes=int(len(per_box)),
-        n_images=int(per_box["image_id"].nunique()) if len(per_box) else 0,
-        n_maps_scored=int(len(groups) - len(missing)),
+        n_images=int(per_box["image_id"].nunique()),
+        n_maps_scored=int(len(per_box.loc[~per_box["missing"], ["image_id", "label"]].drop_duplicates())),
         n_missing=int(len(missing)),
-        n_missing_boxes=int(per_box["missing"].sum()) if len(per_box) else 0,
+        n_missing_boxes=int(per_box["missing"].sum()),
         missing_keys=sorted(missing)[:MAX_LISTED],
         n_maps_without_boxes=int(len(without_boxes)),
         maps_without_boxes_examples=sorted(without_boxes)[:MAX_LISTED],
@@ -443,6 +442,11 @@ def _sweep_only(groups, maps, opts, rules) -> dict:
 def _calibrated(boxes, groups, maps, patients, opts, masks, seed):
     image_ids = [g.image_id for g in groups.values()]
     calib_ids, eval_ids = calibration_split(image_ids, patients, opts["calibration_fraction"], seed)
+    if not calib_ids or not eval_ids:
+        raise ValueError(
+            f"the calibrated policy needs box images from at least 2 {'patients' if patients else 'images'} "
+            f"to split them into calibration and evaluation halves"
+        )
     calib_set = set(calib_ids)
     calib_groups = [g for g in groups.values() if g.image_id in calib_set]
     eval_groups = [g for g in groups.values() if g.image_id not in calib_set]
@@ -456,7 +460,7 @@ def _calibrated(boxes, groups, maps, patients, opts, masks, seed):
     for label in sorted({g.label for g in groups.values()}):
         if label in by_label:
             iou = np.concatenate(by_label[label], axis=1)
-            r, k, obj = _choose_tau(iou, grid, rules, opts["iou_thresholds"])
+            r, k, obj = _choose_tau(iou, opts["iou_thresholds"])
             chosen[label] = {"tau": float(grid[k]), "components": rules[r], "objective": obj,
                              "n_calibration_boxes": int(iou.shape[1]), "fallback": False}
         else:

@@ -28,6 +28,8 @@ def register(app: typer.Typer) -> None:
         ),
         n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates of the paired tests."),
         seed: int = typer.Option(0, "--seed", help="Seed of the paired bootstrap."),
+        per_class_tests: bool = typer.Option(False, "--per-class-tests", help="Test every class cell against the "
+                                             "reference too (default: the macro at every threshold)."),
         check: bool = typer.Option(False, "--check", help="Open index.html in headless Chromium afterwards and "
                                    "fail on console errors or images that do not load (saves screenshot.png)."),
     ) -> None:
@@ -38,7 +40,7 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         try:
             with console.status("writing report"):
-                path = write_report(runs, out, reference=reference, n_boot=n_boot, seed=seed)
+                path = write_report(runs, out, reference=reference, n_boot=n_boot, seed=seed, per_class_tests=per_class_tests)
         except ReportInputError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None

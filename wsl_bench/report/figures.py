@@ -63,8 +63,10 @@ def accuracy_curves(long: pd.DataFrame, colors: dict[str, str], refs: dict[str, 
     handles, names = axes.flat[-1].get_legend_handles_labels()
     if not handles:
         handles, names = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(6, max(1, len(names))), frameon=False, bbox_to_anchor=(0.5, -0.04))
-    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(names) / 6), 1, 1))
+    ncol = min(6, max(1, len(names)))
+    legend_h = 0.012 + 0.024 * math.ceil(len(names) / ncol)  # fraction of the figure height
+    fig.legend(handles, names, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, legend_h, 1, 1))
     return fig
 
 
@@ -92,6 +94,7 @@ def size_bars(long: pd.DataFrame, colors: dict[str, str], thresholds: tuple[str,
         ax.set_xticks(range(len(bins)), [f"{b}\n(n={n[b]})" for b in bins])
         ax.set_title(f"T(IoU) = {t}")
         ax.set_ylim(0, 1.02)
+        ax.grid(axis="x", visible=False)
     axes[0][0].set_ylabel("Macro IoU accuracy")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, ncol=1 + len(labels) // 16)

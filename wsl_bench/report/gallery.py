@@ -179,6 +179,7 @@ def build_gallery(
 
     sources = {n: HeatmapSource(m) for n, m in rs.methods.items()}
     tiles: list[Tile] = []
+    written: set[Path] = set()
     iou_of = {
         n: {f"{r.image_id}::{r.label}::{r.x:g}::{r.y:g}": float(r.best_iou) for r in m.per_box.assign(image_id=m.per_box["image_id"].astype(str)).itertuples()}
         for n, m in rs.methods.items()
@@ -187,20 +188,21 @@ def build_gallery(
     def tile(name: str | None, case: Case, kind: str) -> None:
         if case.image_id not in images.files:
             return
-        img, size = images[case.image_id], orig_size(case.image_id)
         stem = f"{_slug(case.image_id)}__{_slug(case.label)}__{int(case.box[0])}_{int(case.box[1])}"
-        if name is None:
-            arr = render_tile(img, size, case.box, None, None, GT_COLOR)
-            path, iou = out_dir / "_image" / f"{stem}.png", math.nan
-        else:
-            m = rs.methods[name]
-            hm = sources[name].get(case.key)
-            preds = boxes_for(m, hm, size, case.label) if hm is not None else None
-            arr = render_tile(img, size, case.box, hm, preds, colors[name])
-            path = out_dir / _slug(name) / f"{stem}.png"
+        path = out_dir / ("_image" if name is None else _slug(name)) / f"{stem}.png"
+        iou = math.nan
+        if name is not None:
             iou = iou_of[name].get(f"{case.image_id}::{case.label}::{case.box[0]:g}::{case.box[1]:g}", math.nan)
-        if not path.exists():
+        if path not in written:  # a best/worst case may also be one of the same-image cases
+            img, size = images[case.image_id], orig_size(case.image_id)
+            if name is None:
+                arr = render_tile(img, size, case.box, None, None, GT_COLOR)
+            else:
+                hm = sources[name].get(case.key)
+                preds = boxes_for(rs.methods[name], hm, size, case.label) if hm is not None else None
+                arr = render_tile(img, size, case.box, hm, preds, colors[name])
             save_png(arr, path)
+            written.add(path)
         tiles.append(Tile(name, case, kind, path, iou))
 
     same = select_same_cases(rs.boxes)

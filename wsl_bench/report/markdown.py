@@ -97,3 +97,20 @@ def write_markdown(path: Path, text: str) -> Path:
 
     write_text(path, text)
     return path
+
+
+def headline_markdown(report_dir: str | Path, link_base: str | None = None) -> str:
+    """The headline of a written report for a README: its macro IoU table and accuracy-curve figure,
+    with links relative to the repository root (`link_base`, default: the report folder as given)."""
+    report_dir = Path(report_dir)
+    base = (link_base if link_base is not None else report_dir.as_posix()).rstrip("/")
+    md = (report_dir / "report.md").read_text(encoding="utf-8")
+    start = md.index("## Macro IoU accuracy (headline)")
+    section = md[start:].split("\n## ", 1)[0].rstrip()
+    body = section.split("\n", 1)[1].strip().replace("`tables/", f"`{base}/tables/")
+    sig = next((line for line in md.splitlines() if line.startswith("`*` marks")), "")
+    return (
+        f"Macro IoU accuracy on [{base}]({base}/report.md) (regenerate: see its first lines).\n\n{body}\n\n"
+        + (f"{sig}\n\n" if sig else "")
+        + f"![IoU accuracy vs T(IoU), per class, 95 % CI bands]({base}/figures/iou_curves.png)\n"
+    )

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from wsl_bench.report.runs import MethodScores
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,13 @@ def by_size(summary: dict, size_bin: str, metric: str, label: str, t: str) -> tu
 
 
 def size_bins(summary: dict) -> list[str]:
-    """Size bins in the order the scorer wrote them (small, medium, large by default)."""
+    """Size bins from small to large (by each bin's lower area fraction; JSON keys come sorted by name)."""
     bins = summary.get("by_size")
-    return list(bins) if isinstance(bins, dict) else []
+    if not isinstance(bins, dict):
+        return []
+
+    def lower(name: str) -> float:
+        frac = (bins[name] or {}).get("area_fraction") if isinstance(bins[name], dict) else None
+        return float(frac[0]) if isinstance(frac, (list, tuple)) and frac and frac[0] is not None else math.inf
+
+    return sorted(bins, key=lambda b: (lower(b), list(bins).index(b)))

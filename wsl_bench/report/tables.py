@@ -68,21 +68,17 @@ def _accuracy_long(rs: RunSet, metric: str, thresholds: tuple[str, ...], sig: pd
     return long
 
 
-def _best_mask(display_values: pd.DataFrame, groups: pd.Index | None) -> pd.DataFrame:
-    """True at the highest value of each column (within each first-level index group, if any);
-    nothing is marked in a column where every method ties."""
-    vals = display_values.astype(float)
-
-    def mark(sub: pd.DataFrame) -> pd.DataFrame:
+def _best_mask(values: pd.DataFrame, groups: list | None) -> pd.DataFrame:
+    """True at the highest value of each column within each row group (`groups`: one key per row, or
+    None for one group); nothing is marked in a column where every method ties."""
+    vals = values.astype(float)
+    keys = pd.Series(list(groups) if groups is not None else [0] * len(vals), index=range(len(vals)))
+    out = np.zeros(vals.shape, dtype=bool)
+    for _, idx in keys.groupby(keys, sort=False).groups.items():
+        sub = vals.iloc[list(idx)]
         hi, lo = sub.max(axis=0), sub.min(axis=0)
-        return sub.eq(hi, axis=1) & sub.notna() & (hi > lo)
-
-    if groups is None:
-        return mark(vals)
-    out = pd.DataFrame(False, index=vals.index, columns=vals.columns)
-    for g in dict.fromkeys(groups):
-        out.loc[g] = mark(vals.loc[g]).to_numpy()
-    return out
+        out[list(idx)] = (sub.eq(hi, axis=1) & sub.notna() & (hi > lo)).to_numpy()
+    return pd.DataFrame(out, index=vals.index, columns=vals.columns)
 
 
 def _wide(
@@ -93,6 +89,7 @@ def _wide(
     row_order: list,
     digits: int = 2,
     ci_columns: set | None = None,
+    group_levels: tuple[int, ...] = (0,),
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Pivot a long table to display cells; CIs shown only in `ci_columns` (all when None)."""
     sig = long["significant"].fillna(False) if "significant" in long.columns else pd.Series(False, index=long.index)
@@ -107,7 +104,7 @@ def _wide(
     values = cells.pivot(index=row_keys, columns=col_key, values="value")
     display = display.reindex(index=row_order, columns=col_order)
     values = values.reindex(index=row_order, columns=col_order)
-    groups = display.index.get_level_values(0) if len(row_keys) > 1 else None
+    groups = [tuple(k[i] for i in group_levels) for k in display.index] if len(row_keys) > 1 else None
     return display, _best_mask(values, groups), values
 
 
@@ -165,7 +162,8 @@ def iobb_table(rs: RunSet, sig: pd.DataFrame | None = None) -> Table:
     both = pd.concat([long, afp], ignore_index=True) if has_afp else long
     kinds = ("Acc.", "AFP") if has_afp else ("Acc.",)
     rows = [(t, m, k) for t in sa.IOBB_THRESHOLDS for m in rs.methods for k in kinds]
-    display, bold, values = _wide(both, ["threshold", "method", "row"], "label", [*BOX_FINDINGS, MACRO], rows, ci_columns={MACRO})
+    display, bold, values = _wide(both, ["threshold", "method", "row"], "label", [*BOX_FINDINGS, MACRO], rows, ci_columns={MACRO},
+                                  group_levels=(0, 2))
     display = display.rename(columns=display_label).rename_axis(index=["T(IoBB)", "Method", ""], columns=None)
     bold.columns = values.columns = display.columns
     if has_afp:  # fewer false positives is better, and a bold AFP would read as "best accuracy"

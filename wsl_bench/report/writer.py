@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,11 @@ from wsl_bench.report.markdown import provenance_lines, render_markdown
 from wsl_bench.report.runs import ReportInputError, RunSet, load_runs
 from wsl_bench.report.style import method_colors
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class Figure:
+    """A written figure: file stem under figures/, its title and caption, and the PNG path."""
+
     stem: str
     title: str
     caption: str
@@ -135,6 +134,17 @@ def regenerate_command(run_dirs: list[Path], out_dir: Path, reference: str | Non
     return shlex.join(parts)
 
 
+def clear_previous_report(out_dir: Path) -> None:
+    """Remove tables/, figures/ and gallery/ of an earlier report in `out_dir`, so no stale file survives
+    (only when out_dir holds a wsl-bench report, never a folder of the user's)."""
+    import shutil
+
+    md = out_dir / "report.md"
+    if md.is_file() and md.read_text(encoding="utf-8").startswith("# wsl-bench report"):
+        for sub in ("tables", "figures", "gallery"):
+            shutil.rmtree(out_dir / sub, ignore_errors=True)
+
+
 def default_reference(rs: RunSet) -> str | None:
     """The first method the run was asked for (usually the proposed one), None with a single method."""
     return rs.names[0] if len(rs.names) > 1 else None
@@ -165,16 +175,13 @@ def write_report(
     notes: list[str] = []
     missing_refs = [r for r in ("prior-center", "prior-lung", "random") if not any(m.method == r for m in rs.methods.values())]
     if missing_refs:
-        notes.append(f"Sanity baselines missing from these runs: {', '.join(missing_refs)} (add them with --methods).")
+        notes.append(f"Sanity baselines missing from these runs: {', '.join(missing_refs)} (`wsl-bench run` adds them).")
 
     sig = pd.DataFrame()
     if reference is not None:
-        try:
-            sig, more = add_significance(rs, reference, n_boot=n_boot, seed=seed, per_class=per_class_tests)
-            notes += more
-        except ImportError as exc:
-            notes.append(f"No significance marks: the paired bootstrap is unavailable ({exc}).")
-            reference = None
+        sig, more = add_significance(rs, reference, n_boot=n_boot, seed=seed, per_class=per_class_tests)
+        notes += more
+    clear_previous_report(out_dir)
     tables = build_tables(rs, sig)
     if not sig.empty:
         with atomic_path(out_dir / "tables" / "significance.csv") as tmp:
