@@ -310,3 +310,34 @@ def test_calibration_split_is_patient_disjoint_and_near_the_fraction(n_images, p
     assert not {patients[i] for i in calib} & {patients[i] for i in evaluation}
     assert fraction * n_images <= len(calib) < fraction * n_images + per_patient
     assert calibration_split(ids, patients, fraction, seed) == (calib, evaluation)
+
+
+def test_wang2017_matches_an_independent_skimage_reference():
+    """Oracle: skimage labelling + regionprops boxes + a plain loop give the same best IoU/IoBB."""
+    import torch
+    from skimage.measure import label, regionprops
+
+    rng = np.random.default_rng(11)
+    rows, maps = [], {}
+    for i in range(6):
+        w, h = rng.integers(20, 90, 2)
+        x, y = rng.integers(0, 256 - w), rng.integers(0, 256 - h)
+        rows.append(dict(image_id=f"r{i}", label="Effusion", x=int(x), y=int(y), w=int(w), h=int(h)))
+        maps[f"r{i}::Effusion"] = ndi_blur(rng.random((16, 16)).astype(np.float32))
+    boxes = pd.DataFrame(rows)
+    pb = score(maps, boxes, 256, n_boot=0).per_box
+    for r in pb.itertuples():
+        m = torch.from_numpy(maps[f"{r.image_id}::Effusion"])[None, None]
+        u = torch.nn.functional.interpolate(m, size=(256, 256), mode="bilinear", align_corners=False)[0, 0].numpy()
+        u = (u - u.min()) / (u.max() - u.min())
+        best_iou = best_iobb = 0.0
+        for t in (60 / 255, 180 / 255):
+            for reg in regionprops(label(u > t, connectivity=2)):
+                r0, c0, r1, c1 = reg.bbox
+                iw = max(0, min(c1, r.x + r.w) - max(c0, r.x))
+                ih = max(0, min(r1, r.y + r.h) - max(r0, r.y))
+                inter, area = iw * ih, (c1 - c0) * (r1 - r0)
+                best_iou = max(best_iou, inter / (area + r.w * r.h - inter))
+                best_iobb = max(best_iobb, inter / area)
+        assert r.best_iou == pytest.approx(best_iou, abs=1e-9)
+        assert r.best_iobb == pytest.approx(best_iobb, abs=1e-9)

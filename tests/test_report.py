@@ -270,3 +270,16 @@ def test_size_bins_run_small_to_large_whatever_the_json_key_order():
     s = {"by_size": {"large": {"area_fraction": [0.078, None]}, "medium": {"area_fraction": [0.025, 0.078]},
                      "small": {"area_fraction": [0.0, 0.025]}}}
     assert sa.size_bins(s) == ["small", "medium", "large"]
+
+
+def test_latex_text_is_pdflatex_safe(fake_report):
+    from wsl_bench.report.tables import _latex_escape
+
+    assert _latex_escape("IoU > T, τ ≤ 0.5, 95 % Pleural_Thickening †") == (
+        r"IoU $>$ T, $\tau$ $\le$ 0.5, 95 \% Pleural\_Thickening \dag{}"
+    )
+    _, out = fake_report
+    tex = (out / "tables" / "iobb_accuracy.tex").read_text()
+    caption = next(line for line in tex.splitlines() if line.startswith("\\caption"))
+    assert "$>$" in caption and ">" not in caption.replace("$>$", "")
+    assert "\\cline" not in tex and "\\cmidrule(l)" in tex

@@ -47,3 +47,12 @@ def test_a_busy_folder_is_a_clear_lock_error(demo_method, tmp_path):
         result = runner.invoke(app, ["run", "--methods", demo_method, "--preset", "tiny", "--out", str(tmp_path / "busy")])
     assert result.exit_code == 2 and "in use by another wsl-bench run" in result.output
 
+
+
+def test_no_flags_means_clarity_and_gradcam_on_quick_synth(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["run", "--dry-run"], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert "run folder: runs/quick" in result.output and "synth at 128 px, 2400/400/600" in result.output
+    fits = [l.split()[0] for l in result.output.splitlines() if l.strip().startswith("fit/")]
+    assert fits == ["fit/clarity", "fit/gradcam", "fit/prior-center", "fit/prior-lung", "fit/random"]

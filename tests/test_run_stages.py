@@ -82,6 +82,15 @@ def test_second_run_skips_every_stage(done_run, demo_method, tmp_path):
     assert {p: p.read_bytes() for p in (out / "scores").rglob("*.json")} == before
 
 
+def test_scores_of_methods_no_longer_in_the_config_are_dropped(done_run, demo_method, tmp_path):
+    out = fresh_copy(done_run[0], tmp_path / "stale")
+    shutil.copytree(out / "scores" / demo_method, out / "scores" / "old-method")
+    log = Log()
+    R.execute(small_config(demo_method), out, log=log)
+    assert not (out / "scores" / "old-method").exists() and (out / "scores" / demo_method).is_dir()
+    assert any("scores of old-method removed" in m for m in log)
+
+
 def test_truncated_bundle_is_redone_not_trusted(done_run, demo_method, tmp_path):
     out = fresh_copy(done_run[0], tmp_path / "trunc")
     bundle = out / "heatmaps" / f"{demo_method}.npz"

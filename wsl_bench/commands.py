@@ -15,6 +15,11 @@ console = Console(stderr=True, soft_wrap=True)  # never break a message (or a pa
 
 
 def _fail(msg: str, code: int = 2) -> None:
+    """One clear line for a user mistake; WSL_BENCH_DEBUG=1 shows the traceback instead."""
+    import os
+
+    if os.environ.get("WSL_BENCH_DEBUG"):
+        raise
     console.print(f"[bold red]error:[/] {msg}", highlight=False)
     raise typer.Exit(code)
 

@@ -624,6 +624,7 @@ def score_stage(run: Run, name: str, key: str) -> None:
             masks = {k: z[k] for k in z.files}
     sc = run.config["score"]
     options = {k: v for k, v in sc.items() if k not in ("policy", "n_boot")}
+    t0 = time.perf_counter()
     final = run.dir / "scores" / name
     tmp = run.dir / "scores" / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -634,6 +635,7 @@ def score_stage(run: Run, name: str, key: str) -> None:
         )
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    run.manifest.setdefault("timings", {}).setdefault(name, {})["score_s"] = round(time.perf_counter() - t0, 3)
     run.mark_done(f"score/{name}", key, _files_under(final, run.dir))
 
 
@@ -644,6 +646,7 @@ def report_stage(run: Run, key: str) -> Path:
     the stage is left not-done so the next `wsl-bench run` on the folder tries the full report again.
     """
     out = run.dir / "report"
+    t0 = time.perf_counter()
     write_report, error = None, "report.full is off"
     if run.config.get("report", {}).get("full", True):
         try:
@@ -656,12 +659,12 @@ def report_stage(run: Run, key: str) -> Path:
         except Exception as exc:  # noqa: BLE001 - keep the scores and say what broke
             error = exc
         else:
-            run.mark_done("report", key, {f"report/{path.name}": sha256_file(path)})
+            run.mark_done("report", key, {f"report/{path.name}": sha256_file(path)}, report_s=round(time.perf_counter() - t0, 3))
             return path
     path = out / "report.md"
     write_text(path, basic_report_md(run))
     if isinstance(error, str):  # asked for the basic report: the stage is done
-        run.mark_done("report", key, {f"report/{path.name}": sha256_file(path)})
+        run.mark_done("report", key, {f"report/{path.name}": sha256_file(path)}, report_s=round(time.perf_counter() - t0, 3))
     else:
         run.log(f"warning: the full report failed ({type(error).__name__}: {error}); wrote a basic {path}")
     return path
@@ -743,6 +746,8 @@ def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = p
             )
             run.save_manifest()
 
+        if is_rank_zero():
+            _drop_stale_scores(run)
         t0 = time.perf_counter()
         log(f"data: loading {config['data']['name']} (generated once, then read from the cache)")
         cohort = load_cohort(config["data"], config["seed"], progress=bool(config.get("progress", False)))
@@ -779,6 +784,20 @@ def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = p
             log("report")
             report = report_stage(run, rkey)
         return report
+
+
+def _drop_stale_scores(run: Run) -> None:
+    """Remove scores of methods this config no longer runs, so the report shows only this config's methods.
+
+    Their checkpoints and heatmaps stay: adding the method back reuses them if their stage keys still match.
+    """
+    keep = set(run.config["methods_order"])
+    for d in sorted((run.dir / "scores").glob("*")) if (run.dir / "scores").is_dir() else []:
+        if d.is_dir() and not d.name.startswith(".") and d.name not in keep:
+            shutil.rmtree(d)
+            run.manifest.get("stages", {}).pop(f"score/{d.name}", None)
+            run.log(f"scores of {d.name} removed: not a method of this config (checkpoints and heatmaps kept)")
+    run.save_manifest()
 
 
 def _jsonable(obj: Any) -> Any:

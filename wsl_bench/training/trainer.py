@@ -185,6 +185,7 @@ def train_module(
         if not verbose:
             warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|LeafSpec).*")
             warnings.filterwarnings("ignore", category=UserWarning, module=r"lightning\..*")
+            warnings.filterwarnings("ignore", message=r".*all_gather is deprecated.*")
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckdir / "best.ckpt"
