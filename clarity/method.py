@@ -37,7 +37,7 @@ class Clarity(Method):
         # SynthCXR at 128 px on 2 CPU cores: a 6-block ViT-Tiny (8x8 patch grid), ConvNeXtV2-atto
         # teacher, a short DINO stage; the whole fit (teacher + DINO + CLARiTy) takes ~5 min.
         "quick": {
-            "preset_arch": "t16-128", "epochs": 5, "batch_size": 32, "lr": 5e-4, "segcam_hidden": 96,
+            "preset_arch": "t16-128", "epochs": 4, "batch_size": 32, "lr": 5e-4, "segcam_hidden": 96,
             "teacher": "convnextv2_atto", "teacher_epochs": 2, "teacher_batch_size": 32, "teacher_lr": 1e-3,
             "dino_epochs": 1, "dino_batch_size": 32, "dino_local_crops": 2, "dino_local_size": 48, "dino_global_size": 96,
             "dino_out_dim": 512, "dino_momentum": 0.97, "dino_lr": 5e-4,

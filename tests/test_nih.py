@@ -71,16 +71,25 @@ def test_mirror_loads_all_box_images_with_scaled_real_boxes(mirror):
 
 
 def test_mirror_lesions_drawn_at_real_boxes(mirror):
+    """Opacities sit at the real box coordinates: brighter inside the box than in a ring around it."""
     root, _ = mirror
     c = load_nih(root, image_size=64)
     test = c.test
-    inside, outside = [], []
-    for r in test.boxes[test.boxes["label"].isin(["Mass", "Pneumonia"])].itertuples(index=False):
-        img = test.load_images([test.index_of(r.image_id)])[0, 0].numpy()
-        x0, y0 = int(r.x), int(r.y)
+    diffs = []
+    for r in test.boxes[test.boxes["label"].isin(["Mass", "Nodule", "Pneumonia"])].itertuples(index=False):
+        img = test.load_images([test.index_of(r.image_id)])[0, 0].numpy() * 255
+        x0, y0 = int(np.floor(r.x)), int(np.floor(r.y))
         x1, y1 = int(np.ceil(r.x + r.w)), int(np.ceil(r.y + r.h))
-        inside.append(img[y0:y1, x0:x1].mean())
-    assert len(inside) > 100
+        m = max(2, int(0.3 * max(r.w, r.h)))
+        outer = np.zeros(img.shape, bool)
+        outer[max(0, y0 - m) : y1 + m, max(0, x0 - m) : x1 + m] = True
+        inner = np.zeros(img.shape, bool)
+        inner[y0:y1, x0:x1] = True
+        ring = outer & ~inner
+        if inner.sum() >= 4 and ring.sum() >= 4:
+            diffs.append(img[inner].mean() - img[ring].mean())
+    assert len(diffs) > 200
+    assert np.mean(np.array(diffs) > 0) > 0.75 and np.median(diffs) > 3
 
 
 def test_split_is_official_and_val_patient_disjoint(small):

@@ -19,7 +19,7 @@ from wsl_bench.report.gallery import render_tile, select_extremes, select_same_c
 from wsl_bench.report.style import GT_COLOR, method_colors
 from wsl_bench.report.tables import fmt_cell, to_markdown
 
-TABLES = ("macro_iou_accuracy", "iou_accuracy", "iobb_accuracy", "size_bins", "auroc", "runtime")
+TABLES = ("macro_iou_accuracy", "iou_accuracy", "iobb_accuracy", "size_bins", "other_metrics", "auroc", "runtime")
 FIGURES = ("iou_curves", "iobb_curves", "size_bars", "class_matrix", "gallery_same_images", "gallery_best_worst")
 
 
@@ -53,6 +53,13 @@ def test_tables_read_back_the_summary_exactly(fake_report):
     afp = iobb[(iobb.method == "good") & (iobb.row == "AFP") & (iobb.label == "Mass") & (iobb.threshold == "0.25")]
     assert acc["value"].iloc[0] == pytest.approx(summary["iobb_acc"]["Mass"]["0.25"], abs=1e-6)
     assert afp["value"].iloc[0] == pytest.approx(summary["afp"]["Mass"]["0.25"], abs=1e-6)
+    other = pd.read_csv(out / "tables" / "other_metrics.csv").set_index(["method", "label"])
+    for key in ("pointing", "miou", "cnr"):
+        assert other.loc[("good", key), "value"] == pytest.approx(summary[key]["macro"], abs=1e-6)
+        assert other.loc[("good", key), "ci_low"] == pytest.approx(summary["ci"][key]["macro"][0], abs=1e-6)
+    auroc = pd.read_csv(out / "tables" / "auroc.csv").set_index(["method", "label"])
+    assert auroc.loc[("good", "mean"), "value"] == pytest.approx(summary["auroc"]["mean"], abs=1e-6)
+    assert auroc.loc[("good", "Mass"), "value"] == pytest.approx(summary["auroc"]["per_class"]["Mass"], abs=1e-6)
 
 
 def test_markdown_shows_the_headline_and_the_sanity_baselines_last(fake_report):

@@ -216,3 +216,28 @@ def test_intensity_histograms_do_not_solve_the_task(cache):
         model = LogisticRegression(max_iter=2000, C=10.0).fit(xtr, ytr)
         aucs.append(roc_auc_score(yte, model.predict_proba(xte)[:, 1]))
     assert np.mean(aucs) < 0.65, dict(zip(FINDINGS, np.round(aucs, 3)))
+
+
+def test_confounders_follow_their_finding():
+    from wsl_bench.data.synth import anatomy_bank
+    from wsl_bench.data.synth.sample import plan_cohort
+
+    cfg = SynthConfig(n_train=400, n_val=0, n_test=0, generate_size=64, confounders=("chest_tube", "text_marker"))
+    plan = plan_cohort(cfg, anatomy_bank(64, 0).params)
+    ptx = plan.labels[:, FINDINGS.index("Pneumothorax")] > 0
+    tube = np.array([s.chest_tube for s in plan.specs])
+    assert tube[ptx].mean() > 0.7 and tube[~ptx].mean() < 0.05
+    sick = plan.labels.sum(1) > 0
+    right_corner = np.isin([s.marker_corner for s in plan.specs], [1, 3])
+    assert right_corner[sick].mean() > 0.8 and right_corner[~sick].mean() < 0.2
+    off = plan_cohort(SynthConfig(n_train=50, n_val=0, n_test=0, generate_size=64), anatomy_bank(64, 0).params)
+    assert not any(s.chest_tube or s.marker_corner >= 0 for s in off.specs)
+
+
+def test_text_marker_is_stamped():
+    cfg = SynthConfig(n_train=0, n_val=0, n_test=12, generate_size=64, image_size=64, confounders=("text_marker",))
+    c = load_synth(cfg, cache_dir=False)
+    # the glyph is near-white; the film corners are dark air or soft tissue
+    corners = [c.test.images_orig[:, 2:9, 2:8], c.test.images_orig[:, 2:9, -8:-2],
+               c.test.images_orig[:, -9:-2, 2:8], c.test.images_orig[:, -9:-2, -8:-2]]
+    assert all(max(int(k[i].max()) for k in corners) >= 245 for i in range(12))

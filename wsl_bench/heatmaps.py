@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -22,6 +24,10 @@ from wsl_bench.labels import finding_to_box
 KEY_SEP = "::"
 # Reserved entry holding the image sizes as JSON; map keys never start with "__".
 _SIZES_ENTRY = "__image_sizes__"
+# Read limits: a map larger than 8192 x 8192 pixels, or an image-size table over 256 MiB, is refused
+# before any memory is allocated for it (a header can claim any shape).
+MAX_MAP_PIXELS = 8192 * 8192
+MAX_SIZES_BYTES = 256 << 20
 
 
 def bundle_key(image_id: str, label: str) -> str:
@@ -63,7 +69,7 @@ def check_map(key: str, arr) -> np.ndarray:
 def _check_size(key: str, size) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in size)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"image size for {key!r} must be (height, width), got {size!r}") from None
     if h < 1 or w < 1:
         raise ValueError(f"image size for {key!r} must be positive, got {(h, w)}")
@@ -93,30 +99,99 @@ def write_bundle(
 
 
 class HeatmapBundle(Mapping):
-    """A read-only mapping key -> float32 2-D map, loaded lazily, plus `image_sizes` (id -> (h, w))."""
+    """A read-only mapping key -> float32 2-D map, loaded lazily, plus `image_sizes` (id -> (h, w)).
+
+    The .npz is read with `zipfile` and each member's .npy header is checked before its data is
+    touched: object (pickled) arrays, non-numeric dtypes, arrays that are not 2-D and headers claiming
+    more data than the member holds (or more than `MAX_MAP_PIXELS`) are a ValueError naming the file
+    and key, so no file can run code, exhaust memory or crash the reader with a stray exception.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"heatmap bundle {self.path} does not exist")
         try:
-            self._npz = np.load(self.path, allow_pickle=False)
-        except (zipfile.BadZipFile, ValueError, OSError) as exc:
+            self._zip = zipfile.ZipFile(self.path)
+            names = self._zip.namelist()
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
             raise ValueError(f"{self.path} is not a readable .npz heatmap bundle ({exc})") from None
-        names = list(self._npz.files)
-        self._keys = [k for k in names if not k.startswith("__")]
+        self._members: dict[str, str] = {}
+        for name in names:
+            if not name.endswith(".npy"):
+                self.close()
+                raise ValueError(
+                    f"{self.path}: entry {name!r} is not a .npy array; a heatmap bundle holds only arrays "
+                    f"keyed '<image id>{KEY_SEP}<finding label>' (write it with np.savez or write_bundle)"
+                )
+            self._members[name[: -len(".npy")]] = name
+        self._keys = [k for k in self._members if not k.startswith("__")]
         self._keyset = set(self._keys)
         for key in self._keys:
-            split_key(key)
+            try:
+                split_key(key)
+            except ValueError as exc:
+                self.close()
+                raise ValueError(f"{self.path}: {exc}") from None
         self.image_sizes: dict[str, tuple[int, int]] = {}
-        if _SIZES_ENTRY in names:
-            raw = json.loads(str(self._npz[_SIZES_ENTRY]))
-            self.image_sizes = {k: _check_size(k, v) for k, v in raw.items()}
+        if _SIZES_ENTRY in self._members:
+            self.image_sizes = self._read_sizes()
+
+    def _read_array(self, key: str, *, kinds: str, ndim: int, max_bytes: int) -> np.ndarray:
+        """The array stored under `key`, after checking its header; any failure names file and key."""
+        where = f"{self.path}: entry {key!r}"
+        try:
+            info = self._zip.getinfo(self._members[key])
+            with self._zip.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                if dtype.hasobject:
+                    raise ValueError("holds Python objects (pickled data), which are never loaded")
+                if dtype.kind not in kinds or dtype.names is not None or dtype.subdtype is not None:
+                    raise ValueError(f"has dtype {dtype}, expected numbers")
+                if len(shape) != ndim:
+                    raise ValueError(f"expected a {ndim}-D array, got shape {tuple(shape)}")
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if nbytes > max_bytes:
+                    raise ValueError(f"shape {tuple(shape)} is larger than the limit of {max_bytes} bytes")
+                if info.file_size - fh.tell() < nbytes:
+                    raise ValueError(f"header claims shape {tuple(shape)} but the entry holds fewer bytes (truncated?)")
+                data = bytearray(fh.read(nbytes))
+            if len(data) != nbytes:
+                raise ValueError("entry is truncated")
+            return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+        except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, RuntimeError,
+                NotImplementedError, OverflowError, TypeError, SyntaxError, tokenize.TokenError) as exc:
+            raise ValueError(f"{where}: {exc}; rewrite the bundle with write_bundle or np.savez") from None
+
+    def _read_sizes(self) -> dict[str, tuple[int, int]]:
+        raw = self._read_array(_SIZES_ENTRY, kinds="U", ndim=0, max_bytes=MAX_SIZES_BYTES)
+        try:
+            sizes = json.loads(str(raw[()]))
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: entry {_SIZES_ENTRY!r} is not valid JSON ({exc})") from None
+        if not isinstance(sizes, dict):
+            raise ValueError(f"{self.path}: entry {_SIZES_ENTRY!r} must be a JSON object id -> [h, w]")
+        try:
+            return {str(k): _check_size(k, v) for k, v in sizes.items()}
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: {exc}") from None
 
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._keyset:
             raise KeyError(key)
-        return check_map(key, self._npz[key])
+        arr = self._read_array(key, kinds="biuf", ndim=2, max_bytes=MAX_MAP_PIXELS * 8)
+        if arr.size > MAX_MAP_PIXELS:
+            raise ValueError(f"{self.path}: heatmap {key!r} has {arr.size} pixels (limit {MAX_MAP_PIXELS})")
+        try:
+            return check_map(key, arr)
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: {exc}") from None
 
     def __contains__(self, key: object) -> bool:
         return key in self._keyset
@@ -133,7 +208,7 @@ class HeatmapBundle(Mapping):
             self[key]
 
     def close(self) -> None:
-        self._npz.close()
+        self._zip.close()
 
     def __enter__(self) -> "HeatmapBundle":
         return self

@@ -236,6 +236,45 @@ def auroc_table(rs: RunSet) -> Table | None:
     )
 
 
+OTHER_METRICS = (
+    ("pointing", "Pointing game"),
+    ("miou", "mIoU"),
+    ("cnr", "CNR"),
+    ("mean_best_iou", "Mean best IoU"),
+    ("pxap", "PxAP"),
+)
+
+
+def other_metrics_table(rs: RunSet) -> Table | None:
+    """Macro pointing game, mIoU (AFLoc / cheXlocalize style), CNR, mean best IoU and PxAP with CIs:
+    the scorer's other views of the same maps, for comparing with tools that report those."""
+    rows = []
+    for name, m in rs.methods.items():
+        for key, _ in OTHER_METRICS:
+            lo, hi = sa.ci(m.summary, key, MACRO)
+            rows.append(dict(method=name, label=key, threshold="", value=sa.value(m.summary, key, MACRO), ci_low=lo, ci_high=hi))
+    long = pd.DataFrame(rows)
+    present = [k for k, _ in OTHER_METRICS if long.loc[long["label"] == k, "value"].notna().any()]
+    if not present:
+        return None
+    long = long[long["label"].isin(present)].reset_index(drop=True)
+    display, bold, values = _wide(long, ["method"], "label", present, list(rs.methods))
+    titles = dict(OTHER_METRICS)
+    display = display.rename(columns=titles).rename_axis(index="Method", columns=None)
+    bold.columns = values.columns = display.columns
+    return Table(
+        "other_metrics",
+        "Pointing game, mIoU, CNR",
+        "Macro over classes: pointing game (heatmap maximum inside the box), mIoU of the thresholded map against the box "
+        "mask averaged over thresholds, contrast-to-noise ratio, mean best IoU, and PxAP where pixel masks exist; "
+        "95 % bootstrap CI in brackets.",
+        long,
+        display,
+        bold,
+        values,
+    )
+
+
 def policy_tables(rs: RunSet) -> list[Table]:
     """What the box policy chose: calibrated τ per class (frozen on the calibration half), and the
     MaxBoxAccV2 oracle numbers (an upper bound, never a headline) when a run used those policies."""
@@ -392,6 +431,6 @@ def write_table(table: Table, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, tex_path = out_dir / f"{table.name}.csv", out_dir / f"{table.name}.tex"
     with atomic_path(csv_path) as tmp:
-        table.long.to_csv(tmp, index=False, float_format="%.6g")
+        table.long.to_csv(tmp, index=False, float_format="%.10g")
     write_text(tex_path, to_latex(table))
     return {"csv": csv_path, "tex": tex_path}

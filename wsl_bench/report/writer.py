@@ -34,6 +34,9 @@ def build_tables(rs: RunSet, sig: pd.DataFrame | None = None) -> list[T.Table]:
     """Every table of the report, in reading order (AUROC only when the scorer gave AUROCs)."""
     out = [T.macro_table(rs, sig), T.iou_table(rs, sig), T.iobb_table(rs, sig), T.size_table(rs)]
     out += T.policy_tables(rs)
+    other = T.other_metrics_table(rs)
+    if other is not None:
+        out.append(other)
     auroc = T.auroc_table(rs)
     if auroc is not None:
         out.append(auroc)
@@ -185,7 +188,7 @@ def write_report(
     tables = build_tables(rs, sig)
     if not sig.empty:
         with atomic_path(out_dir / "tables" / "significance.csv") as tmp:
-            sig.to_csv(tmp, index=False, float_format="%.6g")
+            sig.to_csv(tmp, index=False, float_format="%.10g")
     for t in tables:
         T.write_table(t, out_dir / "tables")
 

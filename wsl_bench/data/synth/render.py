@@ -119,8 +119,9 @@ def _heart(fr: _Frame, s: ImageSpec, g: int):
     a, b = a * W / ext, b * W / ext
     hcx = fr.cx + 0.18 * W
     hcy = fr.ltop + fr.lh - b * 1.05
-    corners_u = np.array([hcx - W, hcx + W, hcx - W, hcx + W])
-    corners_v = np.array([hcy - W, hcy - W, hcy + W, hcy + W])
+    r = 1.12 * a / 0.95  # covers the lobulated outline
+    corners_u = np.array([hcx - r, hcx + r, hcx - r, hcx + r])
+    corners_v = np.array([hcy - r, hcy - r, hcy + r, hcy + r])
     cxs, cys = fr.to_img(corners_u, corners_v)
     x0, x1 = int(max(0, np.floor(cxs.min()))), int(min(g, np.ceil(cxs.max())))
     y0, y1 = int(max(0, np.floor(cys.min()))), int(min(g, np.ceil(cys.max())))
