@@ -90,9 +90,9 @@ def test_latex_escapes_and_bolds_the_best(fake_report):
 def test_gallery_tiles_exist_for_every_method(fake_report):
     _, out = fake_report
     for method in ("good", "medium", "random", "prior-center"):
-        tiles = list((out / "gallery" / method).glob("*.png"))
+        tiles = list((out / "gallery" / method).glob("*.jpg"))
         assert len(tiles) >= 8  # one per class of the same-image set, plus best and worst
-    assert len(list((out / "gallery" / "_image").glob("*.png"))) == 8
+    assert len(list((out / "gallery" / "_image").glob("*.jpg"))) == 8
 
 
 def test_missing_scores_and_unknown_reference_are_clear_errors(tmp_path):

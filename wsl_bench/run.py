@@ -574,14 +574,17 @@ def explain_stage(run: Run, cohort, name: str, key: str) -> None:
     pos = 0
     for b, idx in enumerate(batches):
         with np.load(parts / f"batch_{b:06d}.npz", allow_pickle=False) as z:
-            probs_rows[pos : pos + len(idx)] = z["probs"]
-            pos += len(idx)
-            total_seconds += float(z["seconds"])
-            if int(z["n_maps"]):
-                map_seconds += float(z["seconds"])
-                for j, i in enumerate(idx[: int(z["n_maps"])]):
-                    for c, label in enumerate(BOX_FINDINGS):
-                        maps_out[bundle_key(test.image_ids[int(i)], label)] = z["maps"][j, c]
+            # NpzFile decodes an entry on every access: read each entry once
+            shard = {k: z[k] for k in ("probs", "maps", "n_maps", "seconds")}
+        probs_rows[pos : pos + len(idx)] = shard["probs"]
+        pos += len(idx)
+        total_seconds += float(shard["seconds"])
+        n_maps = int(shard["n_maps"])
+        if n_maps:
+            map_seconds += float(shard["seconds"])
+            for j, i in enumerate(idx[:n_maps]):
+                for c, label in enumerate(BOX_FINDINGS):
+                    maps_out[bundle_key(test.image_ids[int(i)], label)] = shard["maps"][j, c]
     sizes = {test.image_ids[int(i)]: tuple(int(v) for v in test.orig_sizes[int(i)]) for i in order[:n_box]}
     write_bundle(hdir / f"{name}.npz", maps_out, sizes)
     probs = pd.DataFrame(probs_rows, columns=list(FINDINGS))

@@ -34,8 +34,15 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
     out["gender"] = raw["Patient Gender"].astype(str) if "Patient Gender" in raw.columns else "U"
     wcol = next((c for c in raw.columns if c.startswith("OriginalImage[Width")), None)
     hcol = "Height]" if "Height]" in raw.columns else None
-    out["orig_w"] = raw[wcol].astype(int) if wcol else 1024
-    out["orig_h"] = raw[hcol].astype(int) if hcol else 1024
+    for name, col in (("orig_w", wcol), ("orig_h", hcol)):
+        if col is None:
+            out[name] = 1024
+            continue
+        vals = pd.to_numeric(raw[col], errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~(np.isfinite(vals) & (vals >= 1) & (vals == np.round(vals))))
+        if bad.size:
+            raise ValueError(f"{path} row {int(bad[0]) + 2}: column {col!r} is {raw[col].iloc[bad[0]]!r}, not a positive whole number of pixels")
+        out[name] = vals.astype(np.int64)
     labels = np.zeros((len(raw), len(FINDINGS)), dtype=np.float32)
     index = {f: i for i, f in enumerate(FINDINGS)}
     for r, s in enumerate(raw["Finding Labels"].astype(str)):

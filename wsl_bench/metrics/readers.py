@@ -6,6 +6,7 @@ Every error names the file and the CSV line (header = line 1) and says what to f
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,12 @@ def _read_csv(path: str | os.PathLike, what: str) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {path} does not exist")
     try:
-        return pd.read_csv(path, dtype={0: str})
+        # A row with more fields than the header is an error, never a silent shift into the index.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, dtype={0: str}, index_col=False)
+    except pd.errors.ParserWarning:
+        raise ValueError(f"{path}: a row has more fields than the header; check the delimiters and quoting") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot read as CSV ({exc})") from None
 
@@ -99,21 +105,34 @@ def read_labels_csv(path: str | os.PathLike) -> pd.DataFrame:
     ``data/images.csv`` (image_id, patient_id, one 0/1 column per finding).
     Returns columns ``patient_id`` + FINDINGS (float 0/1).
     """
-    raw = _read_csv(path, "labels")
+    raw = _read_csv(path, "labels").reset_index(drop=True)
     cols = {str(c).strip(): c for c in raw.columns}
+
+    def id_column(col) -> np.ndarray:
+        vals = raw[col]
+        empty = vals.isna().to_numpy() | (vals.astype(str).str.strip() == "").to_numpy()
+        if empty.any():
+            raise ValueError(f"{path} line {int(np.flatnonzero(empty)[0]) + 2}: empty {str(col).strip()!r}")
+        return vals.astype(str).str.strip().to_numpy()
+
     if "Image Index" in cols and "Finding Labels" in cols:
-        ids = raw[cols["Image Index"]].astype(str).str.strip()
-        pid = raw[cols["Patient ID"]].astype(str) if "Patient ID" in cols else ids
-        out = pd.DataFrame({"image_id": ids, "patient_id": pid.to_numpy()})
+        ids = id_column(cols["Image Index"])
+        pid = id_column(cols["Patient ID"]) if "Patient ID" in cols else ids
+        out = pd.DataFrame({"image_id": ids, "patient_id": pid})
         sets = raw[cols["Finding Labels"]].fillna("").astype(str).str.split("|")
         for f in FINDINGS:
             out[f] = sets.map(lambda s, f=f: float(f in s)).to_numpy()
     elif "image_id" in cols:
-        out = pd.DataFrame({"image_id": raw[cols["image_id"]].astype(str).str.strip()})
-        out["patient_id"] = raw[cols["patient_id"]].astype(str).to_numpy() if "patient_id" in cols else out["image_id"]
+        out = pd.DataFrame({"image_id": id_column(cols["image_id"])})
+        out["patient_id"] = id_column(cols["patient_id"]) if "patient_id" in cols else out["image_id"]
         for f in FINDINGS:
             if f in cols:
-                out[f] = pd.to_numeric(raw[cols[f]], errors="coerce").to_numpy(dtype=np.float64)
+                vals = pd.to_numeric(raw[cols[f]], errors="coerce").to_numpy(dtype=np.float64)
+                bad = np.flatnonzero(~np.isin(vals, (0.0, 1.0)))
+                if bad.size:
+                    i = int(bad[0])
+                    raise ValueError(f"{path} line {i + 2}: column {f!r} is {raw[cols[f]].iloc[i]!r}; labels must be 0 or 1")
+                out[f] = vals
     else:
         raise ValueError(
             f"{path}: expected NIH Data_Entry columns 'Image Index,Finding Labels,...,Patient ID' "
@@ -122,7 +141,7 @@ def read_labels_csv(path: str | os.PathLike) -> pd.DataFrame:
     dup = out["image_id"].duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise ValueError(f"{path} line {i + 2}: duplicate image id {out['image_id'][i]!r}")
+        raise ValueError(f"{path} line {i + 2}: duplicate image id {out['image_id'].iloc[i]!r}")
     return out.set_index("image_id")
 
 

@@ -44,6 +44,7 @@ def accuracy_curves(long: pd.DataFrame, colors: dict[str, str], refs: dict[str, 
     df["t"] = df["threshold"].astype(float)
     labels = [*BOX_FINDINGS, MACRO]
     fig, axes = plt.subplots(3, 3, figsize=(9.5, 8.2), sharex=True, sharey=True)
+    band_alpha = 0.15 if len(colors) <= 6 else 0.06  # many methods: bands stay readable where they overlap
     for ax, label in zip(axes.flat, labels):
         sub = df[df["label"] == label]
         for name in colors:
@@ -53,7 +54,7 @@ def accuracy_curves(long: pd.DataFrame, colors: dict[str, str], refs: dict[str, 
             ls = "--" if refs.get(name) else "-"
             ax.plot(m["t"], m["value"], ls, color=colors[name], marker="o", ms=3, lw=1.4, label=name)
             if m["ci_low"].notna().any():
-                ax.fill_between(m["t"], m["ci_low"], m["ci_high"], color=colors[name], alpha=0.15, lw=0)
+                ax.fill_between(m["t"], m["ci_low"], m["ci_high"], color=colors[name], alpha=band_alpha, lw=0)
         ax.set_title(display_label(label), fontweight="bold" if label == MACRO else "normal")
         ax.set_ylim(-0.02, 1.02)
     for ax in axes[-1]:

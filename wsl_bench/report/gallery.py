@@ -25,7 +25,9 @@ from wsl_bench.labels import BOX_FINDINGS, box_to_finding
 from wsl_bench.report.runs import MethodScores, RunSet
 from wsl_bench.report.style import GT_COLOR
 
-TILE = 192  # px, side of a gallery tile
+TILE = 192  # px, largest side of a gallery tile (smaller gallery images are not upscaled beyond 1.5x)
+TILE_MIN = 128
+JPEG_QUALITY = 88  # tiles are JPEG: a 29-method gallery stays a few MB instead of tens
 CELL_IN = 0.72  # inches per tile in the gallery figures: ~native resolution at 300 dpi, however many methods
 Box = tuple[float, float, float, float]  # x, y, w, h in original-image pixels
 
@@ -127,11 +129,16 @@ def render_tile(
     return np.asarray(out)
 
 
-def save_png(arr: np.ndarray, path: Path) -> Path:
+def save_tile(arr: np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        Image.fromarray(arr).save(tmp, format="png", compress_level=6)
+        Image.fromarray(arr).save(tmp, format="jpeg", quality=JPEG_QUALITY)
     return path
+
+
+def tile_side(image: np.ndarray) -> int:
+    """Tile side for a gallery image: its own size within [TILE_MIN, TILE] (no pointless upscaling)."""
+    return int(min(TILE, max(TILE_MIN, round(1.5 * max(np.asarray(image).shape[:2])))))
 
 
 class HeatmapSource:
@@ -163,7 +170,7 @@ def build_gallery(
     boxes_for: Callable[[MethodScores, np.ndarray, tuple[int, int], str], list[Box] | None],
     k_extremes: int = 3,
 ) -> list[Tile]:
-    """Write gallery/<method>/<case>.png tiles; returns them (same images first, then best/worst)."""
+    """Write gallery/<method>/<case>.jpg tiles; returns them (same images first, then best/worst)."""
     if not rs.gallery_path.is_file():
         return []
     images = np.load(rs.gallery_path)
@@ -189,19 +196,20 @@ def build_gallery(
         if case.image_id not in images.files:
             return
         stem = f"{_slug(case.image_id)}__{_slug(case.label)}__{int(case.box[0])}_{int(case.box[1])}"
-        path = out_dir / ("_image" if name is None else _slug(name)) / f"{stem}.png"
+        path = out_dir / ("_image" if name is None else _slug(name)) / f"{stem}.jpg"
         iou = math.nan
         if name is not None:
             iou = iou_of[name].get(f"{case.image_id}::{case.label}::{case.box[0]:g}::{case.box[1]:g}", math.nan)
         if path not in written:  # a best/worst case may also be one of the same-image cases
             img, size = images[case.image_id], orig_size(case.image_id)
+            side = tile_side(img)
             if name is None:
-                arr = render_tile(img, size, case.box, None, None, GT_COLOR)
+                arr = render_tile(img, size, case.box, None, None, GT_COLOR, side)
             else:
                 hm = sources[name].get(case.key)
                 preds = boxes_for(rs.methods[name], hm, size, case.label) if hm is not None else None
-                arr = render_tile(img, size, case.box, hm, preds, colors[name])
-            save_png(arr, path)
+                arr = render_tile(img, size, case.box, hm, preds, colors[name], side)
+            save_tile(arr, path)
             written.add(path)
         tiles.append(Tile(name, case, kind, path, iou))
 

@@ -73,7 +73,12 @@ def render_markdown(
         f"Regenerate with: `{command}`",
         "",
         *([f"The run{'s' if len(runs) > 1 else ''}: " + "; ".join(f"`{c}`" for c in runs), ""] if runs else []),
-        "Methods: " + ", ".join(f"`{n}`" + (" (sanity baseline)" if m.is_reference else "") for n, m in rs.methods.items()) + ".",
+        "Methods: "
+        + ", ".join(
+            f"`{n}`" + (" (sanity baseline)" if m.is_reference else "") + (" (reference for `*`)" if n == reference else "")
+            for n, m in rs.methods.items()
+        )
+        + ".",
         "",
         *provenance_lines(rs),
         "",

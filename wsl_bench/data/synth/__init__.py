@@ -32,7 +32,12 @@ __all__ = [
     "anatomy_bank", "render_specs", "synth_info",
 ]
 
-CHUNK = 128  # images rendered together; fixed so results do not depend on it
+CHUNK = 128  # images rendered together at 256 px (fewer at larger sizes to bound memory)
+
+
+def chunk_size_for(g: int) -> int:
+    """Images per render chunk at side g: a function of g only, so results stay deterministic."""
+    return int(np.clip(CHUNK * (256 / g) ** 2, 4, CHUNK))
 
 
 def synth_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -63,8 +68,9 @@ def render_specs(
     progress: Callable[[int], None] | None = None,
 ):
     """Render specs in fixed-size chunks; yields RenderResults."""
-    for s in range(0, len(specs), CHUNK):
-        res = render_chunk(bank, specs[s : s + CHUNK], contrast)
+    step = chunk_size_for(bank.size)
+    for s in range(0, len(specs), step):
+        res = render_chunk(bank, specs[s : s + step], contrast)
         if progress:
             progress(len(res.images))
         yield res
