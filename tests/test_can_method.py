@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,6 +101,7 @@ def test_bad_configs_and_states_are_clear_errors(tmp_path):
         create_method("can", {**TINY, "weights_a": str(tmp_path / "x.pth")}).build()
 
 
+@pytest.mark.slow
 def test_paper_preset_shapes_and_one_step():
     """Paper preset: DenseNet-121 x ResNet-50 at 224 px, one optimisation step on CPU."""
     method = create_method("can", {}, preset="paper")
@@ -117,3 +119,18 @@ def test_paper_preset_shapes_and_one_step():
     loss.backward()
     opt.step()
     assert not torch.equal(before, net.head.weight)
+
+
+@pytest.mark.slow
+def test_learns_the_toy_cohort(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from tests.test_afloc_method import BOX_CLASSES
+
+    torch.manual_seed(0)
+    method = create_method("can", {**TINY, "max_epochs": 6, "batch_size": 16})
+    method.fit(ToyReports(192, 0), ToyReports(48, 1), FitContext(checkpoint_dir=tmp_path, seed=0))
+    test = ToyReports(96, 2)
+    probs = method.predict(test.images).numpy()
+    aucs = [roc_auc_score(test.labels[:, c], probs[:, c]) for c in BOX_CLASSES if 0 < test.labels[:, c].sum() < 96]
+    assert np.mean(aucs) > 0.7
