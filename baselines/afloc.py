@@ -244,6 +244,7 @@ class AFLocNet(nn.Module):
         self.temp3 = float(cfg["temp3"])
         self.sigma = float(cfg["smooth_sigma"])
         self.loc_similarity = cfg["loc_similarity"]
+        self.loc_contrast = cfg["loc_contrast"]
 
     def set_prompts(self, pos: torch.Tensor, neg: torch.Tensor, loc: torch.Tensor) -> None:
         """Raw (unprojected) text embeddings of the prompts: pos [14,K,Dt], neg [14,K',Dt], loc [14,Dt]."""
@@ -261,12 +262,24 @@ class AFLocNet(nn.Module):
         return self.temp3 * (g @ self._prompt(self.prompt_pos).t() - g @ self._prompt(self.prompt_neg).t())
 
     def localization_maps(self, sentence_regions: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
-        text = self.text_proj(self.prompt_loc[list(classes)])  # [K,D]
+        """Prompt . layer3-patch similarity maps [B,K,h,w], Gaussian-smoothed.
+
+        loc_contrast "negative" (ours, default) subtracts the similarity to the class's negative prompt:
+        text embeddings share a large common direction that otherwise dominates the dot product and can
+        invert the map; "none" is the official positive-prompt-only map.
+        """
+        classes = list(classes)
+        text = self.text_proj(self.prompt_loc[classes])  # [K,D]
+        neg = self.text_proj(self.prompt_neg[classes]).mean(1)
         regions = sentence_regions
         if self.loc_similarity == "cosine":
-            regions, text = F.normalize(regions, dim=1), F.normalize(text, dim=-1)
+            regions, text, neg = F.normalize(regions, dim=1), F.normalize(text, dim=-1), F.normalize(neg, dim=-1)
         elif self.loc_similarity != "dot":
             raise ValueError(f"loc_similarity={self.loc_similarity!r}; use 'dot' or 'cosine'")
+        if self.loc_contrast == "negative":
+            text = text - neg
+        elif self.loc_contrast != "none":
+            raise ValueError(f"loc_contrast={self.loc_contrast!r}; use 'negative' or 'none'")
         return gaussian_smooth(torch.einsum("bdhw,kd->bkhw", regions, text), self.sigma)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -417,6 +430,7 @@ _DEFAULTS: dict[str, Any] = {
     "smooth_sigma": 1.5,
     "loc_similarity": "dot",
     "loc_text_unit": "report",
+    "loc_contrast": "negative",  # "none": the official positive-prompt map (see localization_maps)
     "localization_prompt": "Findings suggesting {finding}.",
     "positive_prompts": ["Findings suggesting {finding}.", "There is {finding}.", "{Finding} is seen."],
     "negative_prompts": ["No {finding}."],

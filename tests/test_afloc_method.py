@@ -91,18 +91,24 @@ def test_save_load_round_trip(fitted, tmp_path):
 
 
 def test_prompts_drive_the_maps(fitted):
-    # the localization map of class c is the (smoothed) dot product with prompt c's embedding
+    # the localization map of class c is the (smoothed) dot product with prompt c's embedding, minus the one
+    # with its negative prompt's embedding (loc_contrast "negative"; "none" is the official map)
     method, _ = fitted
     net = method.net
     images = ToyReports(2, 3).images
-    _, sents, _ = net.image(images)
-    text = net.text_proj(net.prompt_loc[[4]])
-    raw = torch.einsum("bdhw,kd->bkhw", sents, text)
+    with torch.no_grad():
+        _, sents, _ = net.image(images)
+        text = net.text_proj(net.prompt_loc[[4]])
+        neg = net.text_proj(net.prompt_neg[[4]]).mean(1)
+        official = torch.einsum("bdhw,kd->bkhw", sents, text)
+        contrast = official - torch.einsum("bdhw,kd->bkhw", sents, neg)
     net.sigma = 0.0
     try:
-        assert torch.allclose(method.explain(images, [4]), raw, atol=1e-5)
+        assert torch.allclose(method.explain(images, [4]), contrast, atol=1e-4)
+        net.loc_contrast = "none"
+        assert torch.allclose(method.explain(images, [4]), official, atol=1e-4)
     finally:
-        net.sigma = 1.5
+        net.sigma, net.loc_contrast = 1.5, "negative"
 
 
 def test_label_built_reports_when_dataset_has_none(tmp_path):

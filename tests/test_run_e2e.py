@@ -59,3 +59,66 @@ def test_sigkill_during_fit_and_explain_then_resume_gives_identical_scores(plugi
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "fit: tiny-cam" not in finished.stderr  # fit was completed by the second attempt
     assert summaries(out) == summaries(reference_run[0])
+
+
+KILLER = '''
+import os, signal
+target, at = os.environ["WSL_TEST_KILL_IN"], int(os.environ["WSL_TEST_KILL_AT_CALL"])
+calls = [0]
+
+
+def killing(real):
+    def wrapped(*args, **kwargs):
+        out = real(*args, **kwargs)  # the stage's files are written (scores into their temporary folder) ...
+        calls[0] += 1
+        if calls[0] == at:
+            os.kill(os.getpid(), signal.SIGKILL)  # ... and the process dies before the stage is recorded
+        return out
+    return wrapped
+
+
+if target == "score":
+    import wsl_bench.metrics as mod
+    mod.score = killing(mod.score)
+else:
+    import wsl_bench.report as mod
+    mod.write_report = killing(mod.write_report)
+from wsl_bench.cli import main
+main()
+'''
+
+
+def test_sigkill_during_score_and_report_then_resume_gives_identical_results(plugin_site, reference_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "killed"
+    shutil.copytree(reference_run[0], out)
+    shutil.rmtree(out / "scores")  # fit and explain stay done; every score (and the report) is redone
+    (out / "report" / "report.md").unlink()
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+
+    def run(env):
+        cmd = [sys.executable, str(script), "run", *TINY, "--out", str(out)]
+        return subprocess.run(cmd, env={**plugin_site, **env}, capture_output=True, text=True, timeout=600)
+
+    # killed while scoring the second method: its scores sit in the temporary folder, unrecorded
+    killed = run({"WSL_TEST_KILL_IN": "score", "WSL_TEST_KILL_AT_CALL": "2"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert "score: tiny-cam" in killed.stderr and "score: prior-center" in killed.stderr
+    assert (out / "scores" / "tiny-cam" / "summary.json").exists()
+    assert (out / "scores" / ".prior-center.tmp" / "summary.json").exists() and not (out / "scores" / "prior-center").exists()
+
+    # killed once the report is written but before the stage is recorded
+    killed = run({"WSL_TEST_KILL_IN": "report", "WSL_TEST_KILL_AT_CALL": "1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert "score: tiny-cam" not in killed.stderr and "score: prior-center" in killed.stderr
+    assert (out / "report" / "report.md").exists()  # written, but the stage was not recorded as done
+
+    finished = wsl_bench(["run", *TINY, "--out", str(out)], plugin_site)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "score:" not in finished.stderr and "wsl-bench report" in finished.stderr.replace("\n", " ")
+    assert summaries(out) == summaries(reference_run[0])
+    assert not list((out / "scores").glob(".*.tmp"))
+    md, ref = (out / "report" / "report.md").read_text(), (reference_run[0] / "report" / "report.md").read_text()
+    assert md.replace(out.name, "RUN") == ref.replace(reference_run[0].name, "RUN")

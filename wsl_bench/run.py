@@ -517,30 +517,49 @@ def _explain_order(test) -> tuple[np.ndarray, int]:
     return np.concatenate([box, rest]).astype(np.int64), len(box)
 
 
-def explain_stage(run: Run, cohort, name: str, key: str) -> None:
-    """Maps of the 8 box findings for every box image and probs for every test image, one shard per batch."""
-    from wsl_bench.heatmaps import bundle_key, write_bundle
+def explain_world(hw: dict[str, Any]) -> int:
+    """How many processes explain shares a method's batches across: `--devices N` (N > 1) with a DDP strategy.
 
-    test = cohort.test
-    hdir = run.dir / "heatmaps"
-    parts = hdir / f"{name}.parts" / key[:16]
-    for old in (hdir / f"{name}.parts").glob("*"):
-        if old != parts:
-            shutil.rmtree(old, ignore_errors=True)
-    parts.mkdir(parents=True, exist_ok=True)
+    Explain is embarrassingly parallel (batches are independent), so the ranks coordinate through the shard
+    files, not collectives; they run on the node of rank 0 (one process per local device).
+    """
+    devices, strategy = hw.get("devices", 1), str(hw.get("strategy", "auto"))
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    if devices in ("auto", -1) and "ddp" in strategy:
+        from wsl_bench.training.trainer import uses_gpu
 
-    method = _make_method(run, name)
-    method.load(run.dir / "checkpoints" / name)
-    device = _device(run.config["hardware"])
-    method.to(device)
+        devices = torch.cuda.device_count() if uses_gpu(str(hw.get("accelerator", "auto"))) else 1
+    if not isinstance(devices, int) or devices < 2 or "ddp" not in strategy:
+        return 1
+    return devices
+
+
+def _rank_device(hw: dict[str, Any], rank: int) -> torch.device:
+    device = _device(hw)
+    return torch.device("cuda", rank % max(1, torch.cuda.device_count())) if device.type == "cuda" else device
+
+
+def _explain_batches(run: Run, test) -> tuple[list[np.ndarray], int, int]:
+    """The global batches (box images first), the number of box images, and the batch size."""
     order, n_box = _explain_order(test)
     bs = int(run.config["explain"]["batch_size"])
-    batches = [order[i : i + bs] for i in range(0, len(order), bs)]
-    steps = enumerate(batches)
-    if run.config.get("progress"):
+    return [order[i : i + bs] for i in range(0, len(order), bs)], n_box, bs
+
+
+def _write_shards(run: Run, test, name: str, parts: Path, rank: int = 0, world: int = 1, show: bool = False) -> None:
+    """Explain batches b with b % world == rank into parts/batch_<b>.npz (each atomic; existing shards kept)."""
+    method = _make_method(run, name)
+    method.load(run.dir / "checkpoints" / name)
+    device = _rank_device(run.config["hardware"], rank)
+    method.to(device)
+    batches, n_box, bs = _explain_batches(run, test)
+    mine = [(b, idx) for b, idx in enumerate(batches) if b % world == rank]
+    steps = iter(mine)
+    if show:
         from rich.progress import track
 
-        steps = track(steps, total=len(batches), description=f"explain {name}", transient=True)
+        steps = track(steps, total=len(mine), description=f"explain {name}", transient=True)
     for b, idx in steps:
         shard = parts / f"batch_{b:06d}.npz"
         if shard.exists():
@@ -560,13 +579,83 @@ def explain_stage(run: Run, cohort, name: str, key: str) -> None:
             if maps.ndim != 4 or maps.shape[:2] != (n_maps, len(BOX_FINDINGS)):
                 raise RunError(f"{name}.explain returned shape {maps.shape}; expected [{n_maps}, 8, h, w]")
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         secs = time.perf_counter() - t0
         if probs.shape != (len(idx), len(FINDINGS)):
             raise RunError(f"{name}.predict returned shape {probs.shape}; expected [{len(idx)}, {len(FINDINGS)}]")
         with atomic_path(shard) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, idx=idx, probs=probs, maps=maps, n_maps=n_maps, seconds=secs)
+
+
+def _explain_worker(local: int, run_dir: str, config: dict[str, Any], name: str, parts: str, world: int, module: str) -> None:
+    """One extra explain rank (started by torch.multiprocessing): rank = local + 1 of `world`."""
+    import importlib
+
+    importlib.import_module(module)  # registers the method in this fresh interpreter
+    if _device(config["hardware"]).type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    run = Run(Path(run_dir), config, log=lambda msg: None)
+    cohort = load_cohort(config["data"], config["seed"])
+    _write_shards(run, cohort.test, name, Path(parts), rank=local + 1, world=world)
+
+
+def _sharded_explain(run: Run, test, name: str, parts: Path, world: int) -> None:
+    """Rank 0 (this process) and world-1 spawned ranks write disjoint shards; returns when all are written."""
+    import torch.multiprocessing as mp
+
+    module = get_method_info(run.config["methods"][name]["registry"]).cls.__module__
+    config = {k: v for k, v in run.config.items() if k != "progress"}
+    ctx = mp.start_processes(
+        _explain_worker, args=(str(run.dir), config, name, str(parts), world, module), nprocs=world - 1,
+        join=False, start_method="spawn",
+    )
+    threads = torch.get_num_threads()
+    try:
+        if _device(run.config["hardware"]).type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        _write_shards(run, test, name, parts, rank=0, world=world)
+    except BaseException:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.terminate()
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    try:
+        while not ctx.join():
+            pass
+    except Exception as exc:  # noqa: BLE001 - a failed rank: say which, keep the shards for the next attempt
+        raise RunError(f"explain {name}: an explain rank failed ({exc}); re-run the same command to resume") from None
+
+
+def explain_stage(run: Run, cohort, name: str, key: str) -> None:
+    """Maps of the 8 box findings for every box image and probs for every test image, one shard per batch.
+
+    With `--devices N --strategy ddp` (N > 1) N processes each write a disjoint set of shards; the merge
+    below is the same whatever the world size, so the bundle is too.
+    """
+    from wsl_bench.heatmaps import bundle_key, write_bundle
+
+    test = cohort.test
+    hdir = run.dir / "heatmaps"
+    parts = hdir / f"{name}.parts" / key[:16]
+    for old in (hdir / f"{name}.parts").glob("*"):
+        if old != parts:
+            shutil.rmtree(old, ignore_errors=True)
+    parts.mkdir(parents=True, exist_ok=True)
+
+    world = min(explain_world(run.config["hardware"]), len(_explain_batches(run, test)[0]))
+    t_wall = time.perf_counter()
+    if world > 1:
+        run.log(f"explain {name}: {world} processes, one shard of batches each")
+        _sharded_explain(run, test, name, parts, world)
+    else:
+        _write_shards(run, test, name, parts, show=bool(run.config.get("progress")))
+    wall_s = time.perf_counter() - t_wall
+    order, n_box = _explain_order(test)
+    batches, _, _ = _explain_batches(run, test)
+    device = _device(run.config["hardware"])
 
     maps_out: dict[str, np.ndarray] = {}
     probs_rows = np.zeros((len(order), len(FINDINGS)), np.float32)
@@ -599,6 +688,8 @@ def explain_stage(run: Run, cohort, name: str, key: str) -> None:
             "heatmaps_per_s": round(n / map_seconds, 3) if map_seconds > 0 else None,
             "n_heatmaps": n,
             "device": device.type,
+            "explain_processes": world,
+            "explain_wall_s": round(wall_s, 3),
         }
     )
     files = {

@@ -1,0 +1,51 @@
+"""Explain sharded across processes: the same bundle, probabilities and scores as one process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from wsl_bench import run as R
+from wsl_bench.heatmaps import read_bundle
+
+SMALL = {"data": {"n_train": 96, "n_val": 32, "n_test": 48}, "score": {"n_boot": 20}, "report": {"full": False},
+         "explain": {"batch_size": 8}}
+
+
+def config(method: str, **hardware):
+    return R.build_config([method], preset="tiny", seed=0, overrides=json.loads(json.dumps(SMALL)), hardware=hardware)
+
+
+def test_explain_world_follows_devices_and_strategy():
+    assert R.explain_world({"devices": 1, "strategy": "ddp"}) == 1
+    assert R.explain_world({"devices": 4, "strategy": "auto"}) == 1  # not a DDP run: one process
+    assert R.explain_world({"devices": 4, "strategy": "ddp"}) == 4
+    assert R.explain_world({"devices": "3", "strategy": "ddp_find_unused_parameters_true"}) == 3
+    assert R.explain_world({"devices": "auto", "strategy": "ddp", "accelerator": "cpu"}) == 1
+
+
+@pytest.mark.slow
+def test_two_explain_processes_give_the_identical_bundle(demo_method, tmp_path):
+    one = tmp_path / "one"
+    R.execute(config(demo_method), one, log=lambda m: None)
+    two = tmp_path / "two"
+    shutil.copytree(one, two)
+    redo = (demo_method, "random")  # a trained CAM and the seeded-noise reference
+    for m in redo:
+        (two / "heatmaps" / f"{m}.npz").unlink()  # fails its checksum: explain, score and report are redone
+    log = []
+    R.execute(config(demo_method, accelerator="cpu", devices=2, strategy="ddp"), two, log=log.append)
+    assert f"explain {demo_method}: 2 processes, one shard of batches each" in log
+    manifest = json.loads((two / "manifest.json").read_text())
+    for m in redo:
+        assert manifest["timings"][m]["explain_processes"] == 2
+        with read_bundle(one / "heatmaps" / f"{m}.npz") as a, read_bundle(two / "heatmaps" / f"{m}.npz") as b:
+            assert sorted(a) == sorted(b) and a.image_sizes == b.image_sizes
+            for k in a:
+                assert np.array_equal(a[k], b[k]), k
+        for rel in (f"heatmaps/{m}.probs.csv", f"scores/{m}/summary.json", f"scores/{m}/per_box.csv"):
+            assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
+    assert not list((two / "heatmaps").glob("*.parts"))
