@@ -12,7 +12,6 @@ the report is the mean over all its real tokens. Punctuation-only words are drop
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import string
@@ -117,14 +116,6 @@ class TextEncoder(nn.Module):
         self.max_words = int(max_words)
         self.max_sentences = int(max_sentences)
         self.dim = int(self.model.config.hidden_size)
-
-    def identity(self) -> str:
-        """What determines the embeddings (for caches): model folder, weights size and unit settings."""
-        weights = sorted(p for p in Path(self.model_path).glob("*") if p.suffix in {".safetensors", ".bin"})
-        stamp = ";".join(f"{p.name}:{p.stat().st_size}" for p in weights)
-        key = f"{Path(self.model_path).resolve()}|{stamp}|{self.max_length}|{self.last_n_layers}|" \
-              f"{self.max_words}|{self.max_sentences}"
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def forward(self, reports: Sequence[str]) -> TextUnits:
         if isinstance(reports, str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import textwrap
@@ -126,3 +127,31 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert lines == ["RANK 0 WORLD 2 STEP 8 best.ckpt", "RANK 1 WORLD 2 STEP 8 best.ckpt"], proc.stdout
     state = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 8
+
+
+def test_compile_and_channels_last_options_reach_the_module_and_train(tmp_path, tiny_splits):
+    from wsl_bench.training.trainer import use_channels_last
+
+    assert use_channels_last(FitContext(checkpoint_dir=tmp_path, accelerator="gpu"))  # default: on GPU only
+    assert not use_channels_last(FitContext(checkpoint_dir=tmp_path, accelerator="cpu"))
+    seen = []
+
+    class Conv(ClassifierModule):
+        def training_step(self, batch, batch_idx):
+            seen.append(batch["image"].is_contiguous(memory_format=torch.channels_last))
+            return super().training_step(batch, batch_idx)
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(),
+                              torch.nn.Linear(64, 14))
+    module = Conv(net, lr=5e-2)
+    ctx = FitContext(checkpoint_dir=tmp_path / "fast", accelerator="cpu", compile="aot_eager", channels_last=True)
+    best = train_module(module, *tiny_splits, ctx, max_epochs=2, batch_size=16, patience=50)
+    assert module._compiled_call_impl is not None and seen and all(seen)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain = ClassifierModule(copy.deepcopy(net))
+    load_weights(plain, best)  # compiling in place keeps parameter names: checkpoints load into a plain module
+    with torch.no_grad():
+        x = tiny_splits[1].images
+        assert torch.allclose(plain(x), module(x), atol=1e-5)
+    assert mean_auroc(torch.sigmoid(plain(x)).detach().numpy(), tiny_splits[1].labels.numpy()) > 0.6

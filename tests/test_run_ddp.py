@@ -49,3 +49,17 @@ def test_two_explain_processes_give_the_identical_bundle(demo_method, tmp_path):
         for rel in (f"heatmaps/{m}.probs.csv", f"scores/{m}/summary.json", f"scores/{m}/per_box.csv"):
             assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
     assert not list((two / "heatmaps").glob("*.parts"))
+
+
+def test_fit_speed_options_reach_the_fit_context(demo_method, tmp_path):
+    cfg = R.build_config([demo_method], preset="tiny", overrides=R.parse_overrides(
+        ["fit.compile=aot_eager", "fit.channels_last=true"]))
+    run = R.Run(tmp_path, cfg)
+    ctx = R._fit_context(run, cfg["methods"][demo_method], tmp_path / "ck")
+    assert ctx.compile == "aot_eager" and ctx.channels_last is True
+    plain = R._fit_context(R.Run(tmp_path, R.build_config([demo_method], preset="tiny")), cfg["methods"][demo_method], tmp_path)
+    assert plain.compile is False and plain.channels_last is None
+    with pytest.raises(R.RunError, match="unknown fit setting"):
+        R.build_config([demo_method], preset="tiny", overrides={"fit": {"compiled": True}})
+    with pytest.raises(R.RunError, match="fit.compile must be"):
+        R.build_config([demo_method], preset="tiny", overrides={"fit": {"compile": 3}})

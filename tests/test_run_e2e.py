@@ -121,4 +121,4 @@ def test_sigkill_during_score_and_report_then_resume_gives_identical_results(plu
     assert summaries(out) == summaries(reference_run[0])
     assert not list((out / "scores").glob(".*.tmp"))
     md, ref = (out / "report" / "report.md").read_text(), (reference_run[0] / "report" / "report.md").read_text()
-    assert md.replace(out.name, "RUN") == ref.replace(reference_run[0].name, "RUN")
+    assert md.replace(str(out), "RUN") == ref.replace(str(reference_run[0]), "RUN")  # complete, same content

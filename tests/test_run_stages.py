@@ -156,6 +156,13 @@ def test_dry_run_plans_without_touching(done_run, demo_method, tmp_path):
     assert f"fit/{demo_method}" in text and "done" in text and "96/32/48" in text
     fresh = R.dry_run_text(small_config(demo_method), tmp_path / "nothing")
     assert "to do" in fresh and not (tmp_path / "nothing").exists()
+    # no timings yet: a probe estimates fit (trainable methods) and explain time per method
+    assert f"method {demo_method}: trainable" in fresh and "MiB" in fresh
+    lines = fresh.splitlines()
+    est = lines[lines.index(next(l for l in lines if l.startswith(f"method {demo_method}"))) + 1]
+    assert est.startswith("  estimate: fit ≈ ") and "(1 epochs), explain ≤ " in est
+    assert "estimate: explain ≤ " in fresh  # the references: no fit
+    assert "estimate:" not in text  # a finished folder shows its measured timings instead
 
 
 def test_config_building_rules(demo_method, monkeypatch):

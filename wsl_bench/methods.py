@@ -35,6 +35,8 @@ class FitContext:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str | None = None  # None: bf16-mixed on GPU, 32-true on CPU
+    compile: bool | str = False  # torch.compile the module: True (inductor) or a backend name, e.g. "aot_eager"
+    channels_last: bool | None = None  # None: channels-last memory format on GPU, contiguous on CPU
     run_dir: Path | None = None  # the run folder, for methods that cache shared stages (e.g. a teacher)
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -67,6 +67,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "report": {"full": True},
     },
 }
+FIT_KEYS = {"max_epochs", "batch_size", "num_workers", "compile", "channels_last"}
 NIH_KEYS = {"name", "root", "image_size", "val_fraction", "skip_bad", "preload"}
 HASHED_SECTIONS = ("preset", "seed", "data", "methods", "fit", "explain", "score")
 
@@ -183,6 +184,12 @@ def build_config(
         unknown_keys = sorted(set(cfg["data"]) - NIH_KEYS)
         if unknown_keys:
             raise RunError(f"unknown NIH data setting(s) {unknown_keys}; known: {', '.join(sorted(NIH_KEYS))}")
+
+    unknown_fit = sorted(set(cfg["fit"]) - FIT_KEYS)
+    if unknown_fit:
+        raise RunError(f"unknown fit setting(s) {unknown_fit}; known: {', '.join(sorted(FIT_KEYS))}")
+    if not isinstance(cfg["fit"].get("compile", False), (bool, str)):
+        raise RunError("fit.compile must be true, false or a torch.compile backend name, e.g. --set fit.compile=aot_eager")
 
     names = select_methods(methods)
     unknown = set(method_overrides) - set(names)
@@ -467,6 +474,8 @@ def _fit_context(run: Run, spec: dict[str, Any], ckdir: Path) -> FitContext:
         devices=hw["devices"],
         num_nodes=int(hw["num_nodes"]),
         strategy=str(hw["strategy"]),
+        compile=cfg["fit"].get("compile", False),
+        channels_last=cfg["fit"].get("channels_last"),
         run_dir=run.dir,
         extra={"progress": bool(run.config.get("progress", False))},
     )
@@ -915,13 +924,48 @@ def dry_run_text(config: dict[str, Any], out: Path) -> str:
         info = get_method_info(config["methods"][m]["registry"])
         prev = ", ".join(f"{k}={v}" for k, v in sorted(t.items())) or "not measured yet"
         try:
-            n_params = _n_params(_make_method(run, m))
+            method = _make_method(run, m)
+            n_params = _n_params(method)
         except Exception:  # noqa: BLE001 - an estimate must not stop the plan
-            n_params = 0
+            method, n_params = None, 0
         train_mem = f"{n_params:,} parameters ≈ {n_params * 16 / 2**20:.1f} MiB with gradients and AdamW state; " if n_params else ""
         lines.append(f"method {m}: {'trainable' if info.cls.trainable else 'no training'}; {train_mem}explain batch "
                      f"{ebs} x {s}px ≈ {mem:.1f} MiB of images+maps; previous timings: {prev}")
+        if not t and method is not None:
+            lines.append(f"  estimate: {_time_estimate(method, config, m, trainable=info.cls.trainable)}")
     lines.append("stages:")
     for stage, status in plan(run):
         lines.append(f"  {stage:<32} {status}")
     return "\n".join(lines)
+
+
+
+def _time_estimate(method, config: dict[str, Any], name: str, *, trainable: bool, n_probe: int = 16) -> str:
+    """Rough times from one probe batch of random images through the untrained method on this machine.
+
+    explain ≈ probe seconds per image x test images (an upper bound: only box images get maps);
+    fit ≈ 3 x forward seconds per image (forward + backward) x train images x epochs. Methods with extra
+    stages (a teacher, self-supervised pre-training) take longer; a finished run's real timings replace this.
+    """
+    d = config["data"]
+    s = int(d["image_size"])
+    x = torch.rand(n_probe, 1, s, s, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            method.predict(x[:1])  # warm-up: lazy initialisation and first-call costs are not per-image costs
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            method.predict(x)
+        fwd = (time.perf_counter() - t0) / n_probe
+        t0 = time.perf_counter()
+        method.explain(x, list(BOX_FINDING_INDICES))
+        per_image = fwd + (time.perf_counter() - t0) / n_probe
+    except Exception as exc:  # noqa: BLE001 - e.g. a method that cannot predict before it is fitted
+        return f"not available before fitting ({type(exc).__name__})"
+    if d["name"] != "synth":
+        return f"{per_image * 1e3:.1f} ms per test image to explain, {3 * fwd * 1e3:.1f} ms per training image per epoch (CPU probe)"
+    epochs = config["fit"].get("max_epochs") or config["methods"][name]["config"].get("max_epochs") or 1
+    explain = f"explain ≤ {per_image * int(d.get('n_test', 0)):.0f} s (probe of {n_probe} images)"
+    if not trainable:
+        return explain
+    return f"fit ≈ {3 * fwd * int(d.get('n_train', 0)) * int(epochs):.0f} s ({epochs} epochs), {explain}"

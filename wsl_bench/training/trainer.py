@@ -64,13 +64,34 @@ class _EpochSeed(Callback):
         torch.manual_seed(s)
 
 
+def use_channels_last(ctx: FitContext) -> bool:
+    """Channels-last on GPU (faster convolutions with tensor cores), contiguous on CPU, unless ctx says."""
+    return uses_gpu(ctx.accelerator) if ctx.channels_last is None else bool(ctx.channels_last)
+
+
+def apply_speedups(module: torch.nn.Module, ctx: FitContext) -> torch.nn.Module:
+    """Channels-last weights and `torch.compile` (in place: parameter names and checkpoints are unchanged)."""
+    if use_channels_last(ctx):
+        module.to(memory_format=torch.channels_last)
+    if ctx.compile:
+        backend = ctx.compile if isinstance(ctx.compile, str) else "inductor"
+        module.compile(backend=backend)
+    return module
+
+
 class _Splits(L.LightningDataModule):
     """Builds loaders after the strategy is set up, so samplers know the world size and rank."""
 
-    def __init__(self, train, val, batch_size: int, num_workers: int, seed: int):
+    def __init__(self, train, val, batch_size: int, num_workers: int, seed: int, channels_last: bool = False):
         super().__init__()
         self.train, self.val = train, val
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.channels_last = channels_last
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        if self.channels_last and isinstance(batch, dict) and getattr(batch.get("image"), "ndim", 0) == 4:
+            batch = {**batch, "image": batch["image"].contiguous(memory_format=torch.channels_last)}
+        return batch
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         world = self.trainer.world_size if self.trainer else 1
@@ -128,7 +149,8 @@ def train_module(
       module: a `ClassifierModule` (or any LightningModule logging `monitor` in validation).
       train, val: torch Datasets yielding dict batches (the data contract's `CXRDataset`).
       ctx: where and how: `checkpoint_dir`, `seed`, `accelerator/devices/num_nodes/strategy`, `precision`
-        (None: bf16-mixed on GPU, 32-true on CPU), `num_workers`, `extra["progress"]` (progress bar).
+        (None: bf16-mixed on GPU, 32-true on CPU), `channels_last` (None: on GPU only), `compile` (False,
+        True for inductor, or a backend name), `num_workers`, `extra["progress"]` (progress bar).
       max_epochs, batch_size: the loop; `ctx.max_epochs/ctx.batch_size` override them when set.
       monitor, mode, patience: early stopping and best-checkpoint selection (default: val mean AUROC, max).
       max_steps, limit_train_batches, gradient_clip_val, callbacks: passed through to Lightning.
@@ -180,7 +202,8 @@ def train_module(
     )
     last = ckdir / "last.ckpt"
     resume = last if _usable_checkpoint(last) else None
-    data = _Splits(train, val, batch_size, ctx.num_workers, ctx.seed)
+    apply_speedups(module, ctx)
+    data = _Splits(train, val, batch_size, ctx.num_workers, ctx.seed, channels_last=use_channels_last(ctx))
     with warnings.catch_warnings():
         if not verbose:
             warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|LeafSpec).*")
