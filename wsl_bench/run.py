@@ -67,7 +67,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "report": {"full": True},
     },
 }
-FIT_KEYS = {"max_epochs", "batch_size", "num_workers", "compile", "channels_last"}
+FIT_KEYS = {"max_epochs", "batch_size", "num_workers", "compile", "channels_last", "precision"}
 NIH_KEYS = {"name", "root", "image_size", "val_fraction", "skip_bad", "preload"}
 HASHED_SECTIONS = ("preset", "seed", "data", "methods", "fit", "explain", "score")
 
@@ -476,6 +476,7 @@ def _fit_context(run: Run, spec: dict[str, Any], ckdir: Path) -> FitContext:
         strategy=str(hw["strategy"]),
         compile=cfg["fit"].get("compile", False),
         channels_last=cfg["fit"].get("channels_last"),
+        precision=cfg["fit"].get("precision"),
         run_dir=run.dir,
         extra={"progress": bool(run.config.get("progress", False))},
     )
