@@ -176,6 +176,14 @@ def test_tile_draws_the_ground_truth_box_where_it_is():
     assert tuple(tile[40, 40]) == (128, 128, 128)  # inside the box, untouched
 
 
+def test_tile_draws_boxes_smaller_than_one_tile_pixel():
+    # a 1-px box on a 1024-px image is 1/16 of a 64-px tile: it must draw as a dot, not raise
+    img = np.full((1024, 1024), 128, np.uint8)
+    tile = render_tile(img, (1024, 1024), (500.0, 500.0, 1.0, 1.0), None, [(10.0, 10.0, 2.0, 2.0)], "#ff0000", side=64)
+    gt = tuple(int(GT_COLOR[i : i + 2], 16) for i in (1, 3, 5))
+    assert tuple(tile[31, 31]) == gt
+
+
 def test_significance_marks_are_the_paired_bootstrap_of_the_scoring_room(fake_report):
     from wsl_bench.metrics import paired_bootstrap
 

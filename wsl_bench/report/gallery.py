@@ -118,7 +118,9 @@ def render_tile(
     sx, sy = side / w0, side / h0
 
     def rect(b: Box, col: str, width: int, halo: bool) -> None:
-        x0, y0, x1, y1 = b[0] * sx, b[1] * sy, (b[0] + b[2]) * sx - 1, (b[1] + b[3]) * sy - 1
+        x0, y0 = b[0] * sx, b[1] * sy
+        # a box under one tile pixel still draws (as a dot) instead of an inverted rectangle
+        x1, y1 = max(x0, (b[0] + b[2]) * sx - 1), max(y0, (b[1] + b[3]) * sy - 1)
         if halo:  # a white rim keeps the method colour visible on a hot heatmap
             draw.rectangle([x0 - 1, y0 - 1, x1 + 1, y1 + 1], outline="#ffffff", width=width + 2)
         draw.rectangle([x0, y0, x1, y1], outline=col, width=width)
