@@ -135,6 +135,9 @@ def test_method_colours_are_distinct_stable_and_grey_for_baselines():
         assert r == g == b  # greys
     many = method_colors([f"m{i}" for i in range(14)])
     assert len(set(many.values())) == 14
+    for colour in many.values():  # no method is drawn in a grey, which would read as a sanity reference
+        r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        assert max(r, g, b) - min(r, g, b) > 16
 
 
 def test_summary_access_accepts_both_spellings_and_ci_forms():

@@ -24,8 +24,9 @@ def method_colors(names: list[str], references: dict[str, bool] | None = None) -
     """name -> hex colour; `references` says which names are sanity baselines (default: by name)."""
     refs = references or {n: n.rsplit("/", 1)[-1] in REFERENCE_METHODS for n in names}
     others = [n for n in names if not refs[n]]
-    base = sns.color_palette("colorblind", 10)
-    palette = base if len(others) <= 10 else base + sns.color_palette("husl", len(others) - 10)
+    # colorblind's 8th colour is a grey: greys are kept for the sanity references
+    base = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i != 7]
+    palette = base if len(others) <= len(base) else base + sns.color_palette("husl", len(others) - len(base))
     out = {n: mcolors.to_hex(palette[i]) for i, n in enumerate(others)}
     for i, n in enumerate(n for n in names if refs[n]):
         out[n] = REFERENCE_COLORS.get(n.rsplit("/", 1)[-1], ("#444444", "#777777", "#aaaaaa", "#cccccc")[i % 4])
