@@ -95,12 +95,6 @@ class TrainedNetMethod(Method):
             self.net = self.build_net().to(self.device)
         return self.net
 
-    def to(self, device):
-        super().to(device)
-        if self.net is not None:
-            self.net.to(self.device)
-        return self
-
     def net_config(self) -> dict[str, Any]:
         """What `load` needs to rebuild the network before reading its weights."""
         keys = sorted(set(self.train_keys) | {"arch"})

@@ -547,12 +547,6 @@ class AFLoc(Method):
         net.load_state_dict(load_file(str(weights)))
         net.eval()
 
-    def to(self, device):
-        super().to(device)
-        if self.net is not None:
-            self.net.to(self.device)
-        return self
-
     # -- inference ------------------------------------------------------------------------------
     def _net(self) -> AFLocNet:
         if self.net is None:

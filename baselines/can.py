@@ -280,12 +280,6 @@ class CAN(Method):
         self.build().load_state_dict(load_file(str(weights)))
         self.net.eval()
 
-    def to(self, device):
-        super().to(device)
-        if self.net is not None:
-            self.net.to(self.device)
-        return self
-
     def _net(self) -> CANNet:
         if self.net is None:
             raise RuntimeError("can is not trained: call fit(...) or load(checkpoint_dir) first")

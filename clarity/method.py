@@ -70,12 +70,6 @@ class Clarity(Method):
             self.net = ClarityNet(self.cfg).to(self.device)
         return self.net
 
-    def to(self, device):
-        super().to(device)
-        if self.net is not None:
-            self.net.to(self.device)
-        return self
-
     # -- fit ----------------------------------------------------------------------------------
     def fit(self, train, val, ctx: FitContext) -> None:
         from wsl_bench.training import train_module

@@ -75,7 +75,11 @@ class Method(abc.ABC):
         """Load what `save`/`fit` wrote. Checkpoints are data, never code (weights_only=True)."""
 
     def to(self, device: str | torch.device) -> "Method":
+        """Move the method, and its network if it keeps one as `self.net`, to `device`."""
         self.device = torch.device(device)
+        net = getattr(self, "net", None)
+        if isinstance(net, torch.nn.Module):
+            net.to(self.device)
         return self
 
     # -- inference ---------------------------------------------------------------------------
