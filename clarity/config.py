@@ -30,6 +30,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "prior": ("auto", "synth", "atlas", "segmenter", "user", "none"),
     "distill": ("soft", "token", "none"),
     "dino": ("stage", "file", "none"),
+    "lr_schedule": ("cosine", "constant"),
 }
 
 
@@ -41,6 +42,7 @@ class ClarityConfig:
     arch: str | None = None  # set by the named configs clarity-s16-224 / clarity-s16-512; wins over preset_arch
     preset_arch: str = "s16-224"  # what the preset picks when the name does not pin an arch
     drop_path: float = 0.1  # ours (DeiT-S default)
+    input_size: int | None = None  # ours: side the ViT sees (images are resized to it); None: the arch's own
     # -- class tokens and maps (MCTformer-style; K and the aggregation are ours) --------------
     map_blocks: int = 3  # K: class-to-patch attention of the last K blocks
     head_agg: str = "mean"  # how heads are combined
@@ -58,6 +60,7 @@ class ClarityConfig:
     lse_r: float = 5.0  # log-sum-exp pooling sharpness for SegmentCAM scores
     fusion: str = "geomean"  # how attention and SegmentCAM maps combine into the final map
     suppress: bool = True  # multiply the final map by the predicted foreground probability
+    fg_floor: float = 0.3  # ours (dev seed): with suppress, final = fg * (floor + (1 - floor) * fused); 0: fg * fused
     prior: str = "auto"  # auto: batch "lung_mask" when present, else the lung atlas
     prior_path: str | None = None  # user masks: a .npy/.npz atlas or a folder of <image_id>.png
     # -- distillation from a ConvNeXtV2 teacher (type, T and weight ours) -------------------
@@ -68,6 +71,8 @@ class ClarityConfig:
     teacher_epochs: int = 3
     teacher_lr: float = 1e-3
     teacher_batch_size: int = 32
+    teacher_input_size: int | None = None  # ours: side the teacher sees; None: the data's image size
+    teacher_cache: bool = True  # ours: keep each training image's teacher logits after their first use
     # -- DINO self-distillation stage (on the training images; all hyper-parameters ours) ----
     dino: str = "stage"
     dino_path: str | None = None  # dino == "file": a local .safetensors / .pth with ViT weights
@@ -81,11 +86,15 @@ class ClarityConfig:
     dino_momentum: float = 0.996
     dino_teacher_temp: float = 0.04
     dino_student_temp: float = 0.1
+    dino_warmup_frac: float = 0.1  # ours (DINO: 10 of 100 epochs): linear lr warm-up, then cosine decay
+    dino_clip: float = 3.0  # gradient-norm clipping, as in DINO
     # -- main training ------------------------------------------------------------------------
     epochs: int = 8
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.05
+    lr_schedule: str = "cosine"  # ours: per-step linear warm-up then cosine decay to 0; or "constant"
+    warmup_frac: float = 0.1  # fraction of the training steps spent warming up (cosine schedule)
     explain_batch_size: int = 64
 
     @classmethod
@@ -108,6 +117,13 @@ class ClarityConfig:
                 raise ValueError(f"clarity: config {key}={value!r} is not one of {choices}")
         if self.resolved_arch not in ARCHS:
             raise ValueError(f"clarity: arch {self.resolved_arch!r} is not one of {sorted(ARCHS)}")
+        if self.input_size is not None and (self.input_size < 16 or self.input_size % 16):
+            raise ValueError(f"clarity: input_size={self.input_size} must be a multiple of the patch size 16")
+        if not 0.0 <= self.fg_floor < 1.0:
+            raise ValueError(f"clarity: fg_floor={self.fg_floor} must be in [0, 1)")
+        for key in ("warmup_frac", "dino_warmup_frac"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"clarity: {key}={getattr(self, key)} must be in [0, 1)")
         if self.map_blocks < 1:
             raise ValueError("clarity: map_blocks (K) must be >= 1")
         if self.dino == "file" and not self.dino_path:
@@ -121,7 +137,11 @@ class ClarityConfig:
 
     @property
     def arch_spec(self) -> dict[str, Any]:
-        return ARCHS[self.resolved_arch]
+        """The named backbone, with `input_size` (when set) as the side the ViT sees."""
+        spec = dict(ARCHS[self.resolved_arch])
+        if self.input_size is not None:
+            spec["img_size"] = int(self.input_size)
+        return spec
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -145,13 +145,17 @@ class DinoModule(L.LightningModule):
         self.log("val_dino_loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
 
     def configure_optimizers(self):
+        from .training import warmup_cosine
+
         params = list(self.student.parameters()) + list(self.student_head.parameters())
-        return torch.optim.AdamW(params, lr=self.cfg.dino_lr, weight_decay=0.04)
+        optimizer = torch.optim.AdamW(params, lr=self.cfg.dino_lr, weight_decay=0.04)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": warmup_cosine(optimizer, self.total_steps, self.cfg.dino_warmup_frac), "interval": "step"}}
 
 
 def dino_key(cfg: ClarityConfig, train, ctx: FitContext) -> dict:
     keys = ("dino_epochs", "dino_batch_size", "dino_lr", "dino_out_dim", "dino_local_crops", "dino_local_size", "dino_global_size",
-            "dino_momentum", "dino_teacher_temp", "dino_student_temp", "drop_path")
+            "dino_momentum", "dino_teacher_temp", "dino_student_temp", "drop_path", "dino_warmup_frac", "dino_clip")
     key = {"arch": cfg.arch_spec, **{k: getattr(cfg, k) for k in keys}, "seed": ctx.seed, "data": data_key(train)}
     key["dino_epochs"] = stage_epochs(cfg.dino_epochs, ctx)
     return key
@@ -171,7 +175,7 @@ def get_dino_backbone(cfg: ClarityConfig, train, val, ctx: FitContext) -> dict[s
     module = DinoModule(cfg, steps)
     stage_ctx = replace(ctx, checkpoint_dir=directory, max_epochs=None, batch_size=None)
     train_module(module, train, val, stage_ctx, max_epochs=epochs, batch_size=cfg.dino_batch_size,
-                 monitor="val_dino_loss", mode="min")
+                 monitor="val_dino_loss", mode="min", gradient_clip_val=cfg.dino_clip or None)
     state = {k: v.contiguous() for k, v in module.teacher.state_dict().items()}
     with atomic_path(directory / WEIGHTS) as tmp:
         save_file(state, str(tmp))

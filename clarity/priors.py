@@ -50,11 +50,11 @@ class UserMasks:
         self.atlas: torch.Tensor | None = None
         self.table: dict[str, np.ndarray] | None = None
         if self.path.suffix == ".npy":
-            self.atlas = torch.from_numpy(np.load(self.path).astype(np.float32))[None, None]
+            self.atlas = torch.from_numpy(np.load(self.path, allow_pickle=False).astype(np.float32))[None, None]
             if self.atlas.ndim != 4:
                 raise ValueError(f"clarity: {self.path} must hold one 2-D mask, got shape {tuple(self.atlas.shape[2:])}")
         elif self.path.suffix == ".npz":
-            with np.load(self.path) as z:
+            with np.load(self.path, allow_pickle=False) as z:
                 self.table = {k: z[k].astype(np.float32) for k in z.files}
 
     def _one(self, image_id: str) -> np.ndarray:
@@ -66,7 +66,7 @@ class UserMasks:
             f = self.path / f"{image_id}{ext}"
             if f.exists():
                 if ext == ".npy":
-                    return np.load(f).astype(np.float32)
+                    return np.load(f, allow_pickle=False).astype(np.float32)
                 from PIL import Image
 
                 return np.asarray(Image.open(f).convert("L"), dtype=np.float32) / 255.0

@@ -55,13 +55,15 @@ def _unit_max(m: torch.Tensor) -> torch.Tensor:
     return m / m.flatten(2).amax(-1)[..., None, None].clamp_min(1e-12)
 
 
-def fuse_maps(out: dict, fusion: str, suppress: bool) -> torch.Tensor:
+def fuse_maps(out: dict, fusion: str, suppress: bool, fg_floor: float = 0.0) -> torch.Tensor:
     """Final heatmaps [B,14,g,g] from a ClarityNet output.
 
     Attention maps and SegmentCAM probabilities are each scaled to max 1 per map, then fused:
     geomean (default: high only where both agree), mean, max, attention or segmentcam alone.
-    With `suppress`, the result is multiplied by the foreground probability. Without a SegmentCAM
-    head the attention map is returned as is (scaled to max 1).
+    With `suppress`, the result is multiplied by the foreground probability, after lifting the
+    fused map to `fg_floor + (1 - fg_floor) * fused` (ours: a floor keeps the whole predicted
+    anatomy in the map at a low level, under the class evidence). Without a SegmentCAM head the
+    attention map is returned as is (scaled to max 1).
     """
     att = _unit_max(out["class_maps"])
     if out.get("seg_maps") is None:
@@ -80,4 +82,8 @@ def fuse_maps(out: dict, fusion: str, suppress: bool) -> torch.Tensor:
         fused = seg
     else:
         raise ValueError(f"clarity: unknown fusion {fusion!r}")
-    return fused * fg if suppress else fused
+    if not suppress:
+        return fused
+    if fg_floor > 0:
+        fused = fg_floor + (1 - fg_floor) * fused
+    return fused * fg

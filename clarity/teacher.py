@@ -76,3 +76,35 @@ def get_teacher(cfg: ClarityConfig, img_size: int, train, val, ctx: FitContext) 
     write_json(directory / "done.json", {"stage": "teacher", **teacher_key(cfg, img_size, train, ctx)})
     return teacher.eval()
 
+
+
+@torch.no_grad()
+def teacher_table(teacher: nn.Module, split, batch_size: int = 64) -> torch.Tensor:
+    """The teacher's logits [N,14] for every image of `split`, in index order (fixed batches, so
+    the table is the same however training is later interrupted and resumed).
+
+    Ours (`teacher_cache`): the harness does not augment training images, so the teacher's answer
+    for an image never changes; one pass replaces a teacher forward in every training step."""
+    teacher = teacher.eval()
+    device = next(teacher.parameters()).device
+    load = getattr(split, "load_images", None)
+    rows = []
+    for start in range(0, len(split), batch_size):
+        idx = list(range(start, min(len(split), start + batch_size)))
+        images = load(idx) if load is not None else torch.stack([split[i]["image"] for i in idx])
+        rows.append(teacher(images.to(device, torch.float32)).float().cpu())
+    return torch.cat(rows) if rows else torch.zeros(0, len(FINDINGS))
+
+
+def get_teacher_table(cfg: ClarityConfig, teacher: nn.Module, img_size: int, train, ctx: FitContext) -> torch.Tensor:
+    """`teacher_table` for the training split, cached beside the teacher (every variant reuses it)."""
+    path = stage_dir(ctx, f"teacher-{cfg.teacher}", teacher_key(cfg, img_size, train, ctx)) / "train_logits.safetensors"
+    if path.is_file():
+        table = load_file(path)["logits"]
+        if table.shape == (len(train), len(FINDINGS)):
+            return table
+    table = teacher_table(teacher, train, cfg.teacher_batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"logits": table.contiguous()}, str(tmp))
+    return table

@@ -6,6 +6,7 @@ checkpoints hold the student only and the optimizer never sees the teacher.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -23,14 +24,21 @@ class ClarityModule(ClassifierModule):
     """Trains a ClarityNet with BCE + SegmentCAM + orthogonal + distillation losses."""
 
     def __init__(self, net: ClarityNet, cfg: ClarityConfig, *, teacher: nn.Module | None = None,
-                 prior: PriorFn | None = None, pos_weight=None):
+                 prior: PriorFn | None = None, pos_weight=None, teacher_table: torch.Tensor | None = None):
         super().__init__(net, lr=cfg.lr, weight_decay=cfg.weight_decay, pos_weight=pos_weight)
         self.cfg = cfg
         self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
         self.prior = prior
+        self._teacher_table = teacher_table  # [N_train,14] logits by dataset index (teacher_cache)
 
-    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor | None:
-        if not self._teacher or self.cfg.distill == "none":
+    def teacher_logits(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The frozen teacher's logits for a training batch: looked up in the precomputed table
+        when there is one (and the batch carries its dataset indices), else a teacher forward."""
+        if self.cfg.distill == "none":
+            return None
+        if self._teacher_table is not None and index is not None:
+            return self._teacher_table[index.long().cpu()].to(images.device)
+        if not self._teacher:
             return None
         teacher = self._teacher[0]
         if next(teacher.parameters()).device != images.device:
@@ -41,10 +49,33 @@ class ClarityModule(ClassifierModule):
     def compute_loss(self, batch: dict, outputs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images = batch["image"]
         prior = self.prior(batch, self.training) if (self.prior is not None and self.cfg.segmentcam) else None
-        teacher = self.teacher_logits(images) if self.training else None
+        teacher = self.teacher_logits(images, batch.get("index")) if self.training else None
         outputs = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in outputs.items()}
         loss, parts = clarity_losses(
             outputs, batch["labels"], self.cfg, prior=prior, teacher_logits=teacher,
             class_tokens_param=self.net.class_tokens[0], pos_weight=self.pos_weight,
         )
         return loss, {k: v.detach() for k, v in parts.items() if k != "total"}
+
+    def configure_optimizers(self):
+        """AdamW; with lr_schedule='cosine' (ours) a per-step linear warm-up over `warmup_frac` of
+        the steps, then cosine decay to 0 (a ViT trained from scratch for a few epochs needs both)."""
+        optimizer = super().configure_optimizers()
+        if self.cfg.lr_schedule == "constant" or self._trainer is None:
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": warmup_cosine(optimizer, total, self.cfg.warmup_frac), "interval": "step"}}
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from ~0 over `warmup_frac * total_steps` steps, then cosine decay to 0."""
+    warm = int(warmup_frac * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

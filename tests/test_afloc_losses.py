@@ -95,6 +95,20 @@ def test_local_similarity_ignores_padding_and_chunks_consistently():
     assert torch.allclose(local_similarity(regions, units, mask, chunk_elems=1), full, atol=1e-6)
 
 
+def test_local_similarity_mean_aggregation_subtracts_log_units():
+    # log mean_n exp(.) = log sum_n exp(.) - log N: texts with 3, 1 and 2 real units
+    g = torch.Generator().manual_seed(2)
+    regions = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    units = torch.randn(3, 3, 4, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[True, True, True], [True, False, False], [True, True, False]])
+    total = local_similarity(regions, units, mask, agg="sum")
+    mean = local_similarity(regions, units, mask, agg="mean")
+    expected = torch.log(torch.tensor([3.0, 1.0, 2.0], dtype=torch.float64))[None].expand(2, 3)
+    assert torch.allclose(total - mean, expected, atol=1e-12)
+    with pytest.raises(ValueError, match="aggregation"):
+        local_similarity(regions, units, mask, agg="max")
+
+
 def test_local_loss_with_one_region_reduces_to_scaled_cosine():
     # one region per image: the attended context is that region, so scores = temp3 * temp2 * cos
     regions = torch.tensor([[[1.0, 0.0]], [[0.6, 0.8]]])

@@ -7,45 +7,12 @@ import pytest
 import torch
 
 from baselines.afloc import AFLoc, FINDING_PHRASES, refresh_prompts
-from wsl_bench.labels import BOX_FINDINGS, FINDINGS, finding_index
+from toy_reports import BOX_CLASSES, ToyReports  # shared with tests/test_can_method.py
+from wsl_bench.labels import FINDINGS
 from wsl_bench.methods import FitContext, available_methods, create_method
 
-BOX_CLASSES = [finding_index(b) for b in BOX_FINDINGS]
-TILE_NAMES = ["upper left", "upper mid left", "upper mid right", "upper right",
-              "lower left", "lower mid left", "lower mid right", "lower right"]
-
-
-class ToyReports(torch.utils.data.Dataset):
-    """Box finding k is a bright tile k of a 2x4 grid; each image's report names its findings and tiles."""
-
-    def __init__(self, n: int, seed: int, size: int = 64, with_reports: bool = True):
-        g = np.random.default_rng(seed)
-        self.labels = np.zeros((n, 14), dtype=np.float32)
-        for i in range(n):
-            k = g.choice(8, size=g.integers(0, 3), replace=False)
-            self.labels[i, [BOX_CLASSES[j] for j in k]] = 1
-        self.images = torch.from_numpy(g.random((n, 1, size, size)).astype(np.float32) * 0.2)
-        th, tw = size // 2, size // 4
-        for j, c in enumerate(BOX_CLASSES):
-            r, col = divmod(j, 4)
-            self.images[:, 0, r * th:(r + 1) * th, col * tw:(col + 1) * tw] += 0.8 * torch.from_numpy(
-                self.labels[:, c])[:, None, None]
-        if with_reports:
-            self.reports = []
-            for row in self.labels:
-                sents = [f"There is {FINDING_PHRASES[FINDINGS[c]]} in the {TILE_NAMES[j]} zone."
-                         for j, c in enumerate(BOX_CLASSES) if row[c]]
-                self.reports.append(" ".join(sents) or "No acute cardiopulmonary abnormality.")
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return {"image": self.images[i], "labels": torch.from_numpy(self.labels[i]), "index": i}
-
-
 TINY = {"backbone": "resnet18", "backbone_channels": [8, 8, 16, 16], "embed_dim": 16, "input_size": None,
-        "text_mode": "frozen", "lr": 3e-3, "weight_decay": 0.0, "lr_gamma": 1.0, "max_epochs": 1, "batch_size": 8}
+        "text_mode": "frozen", "text_center": True, "lr": 3e-3, "weight_decay": 0.0, "lr_gamma": 1.0, "max_epochs": 1, "batch_size": 8}
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +65,8 @@ def test_prompts_drive_the_maps(fitted):
     images = ToyReports(2, 3).images
     with torch.no_grad():
         _, sents, _ = net.image(images)
-        text = net.text_proj(net.prompt_loc[[4]])
-        neg = net.text_proj(net.prompt_neg[[4]]).mean(1)
+        text = net.project_text(net.prompt_loc[[4]])
+        neg = net.project_text(net.prompt_neg[[4]]).mean(1)
         official = torch.einsum("bdhw,kd->bkhw", sents, text)
         contrast = official - torch.einsum("bdhw,kd->bkhw", sents, neg)
     net.sigma = 0.0
@@ -109,6 +76,53 @@ def test_prompts_drive_the_maps(fitted):
         assert torch.allclose(method.explain(images, [4]), official, atol=1e-4)
     finally:
         net.sigma, net.loc_contrast = 1.5, "negative"
+
+
+def test_report_level_maps_decompose_the_zero_shot_score(fitted):
+    # loc_level "report": with the localization prompt as the positive prompt and no smoothing, the spatial
+    # mean of each map x temp3 is exactly the zero-shot logit
+    method, _ = fitted
+    net = method.net
+    images = ToyReports(3, 4).images
+    saved = net.sigma, net.loc_level, net.prompt_pos.clone()
+    net.sigma, net.loc_level = 0.0, "report"
+    try:
+        net.prompt_pos.copy_(net.prompt_loc[:, None].expand_as(net.prompt_pos))
+        maps = method.explain(images, list(range(14)))
+        with torch.no_grad():
+            logits = net.zero_shot_logits(net.image(images)[2])
+        assert torch.allclose(maps.mean((2, 3)) * net.temp3, logits, atol=1e-4)
+    finally:
+        net.sigma, net.loc_level = saved[0], saved[1]
+        net.prompt_pos.copy_(saved[2])
+
+
+def test_class_contrasts_sum_over_the_findings(fitted):
+    # loc_contrast "classes": each location's similarities centred over the 14 prompts (sum 0);
+    # "softmax": a distribution over the 14 prompts at each location (sum 1)
+    method, _ = fitted
+    net = method.net
+    images = ToyReports(2, 6).images
+    saved = net.sigma, net.loc_contrast
+    try:
+        net.sigma, net.loc_contrast = 0.0, "classes"
+        assert torch.allclose(method.explain(images, list(range(14))).sum(1), torch.zeros(2, 4, 4), atol=1e-4)
+        net.loc_contrast = "softmax"
+        maps = method.explain(images, list(range(14)))
+        assert torch.allclose(maps.sum(1), torch.ones(2, 4, 4), atol=1e-5) and bool((maps >= 0).all())
+        assert torch.allclose(method.explain(images, [3, 9]), maps[:, [3, 9]])
+    finally:
+        net.sigma, net.loc_contrast = saved
+
+
+def test_text_centring_by_hand():
+    # units (1,1) and (5,1): mean (3,1), centred (-2,0) and (2,0), RMS norm 2
+    net = create_method("afloc", TINY).build(2)
+    net.set_text_stats(torch.tensor([[1.0, 1.0], [5.0, 1.0]]))
+    assert torch.equal(net.text_mean, torch.tensor([3.0, 1.0])) and net.text_scale.item() == 2.0
+    raw = torch.tensor([[7.0, 3.0]])
+    with torch.no_grad():
+        assert torch.allclose(net.project_text(raw), net.text_proj(torch.tensor([[2.0, 1.0]])))
 
 
 def test_label_built_reports_when_dataset_has_none(tmp_path):
@@ -132,6 +146,11 @@ def test_bad_configs_and_states_are_clear_errors(tmp_path):
         create_method("afloc", {}).load(tmp_path)
     with pytest.raises(FileNotFoundError, match="Hugging Face"):
         create_method("afloc", {**TINY, "text_model_path": str(tmp_path)}).text_encoder()
+    with pytest.raises(ValueError, match="loc_level"):
+        create_method("afloc", {**TINY, "loc_level": "word"}).build(384)
+    with pytest.raises(ValueError, match="text_center"):
+        create_method("afloc", {**TINY, "text_mode": "finetune"}).fit(
+            ToyReports(4, 0), None, FitContext(checkpoint_dir=tmp_path / "f"))
     with pytest.raises(FileNotFoundError, match="image_weights"):
         create_method("afloc", {**TINY, "image_weights": str(tmp_path / "r.pth")}).build(384)
 

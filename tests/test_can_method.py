@@ -9,7 +9,7 @@ import torch
 from baselines.can import CAN, CANNet, build_can_module
 from wsl_bench.methods import FitContext, available_methods, create_method
 
-from test_afloc_method import ToyReports
+from toy_reports import BOX_CLASSES, ToyReports
 
 SLIM = [8, 8, 16, 16]
 TINY = {"backbone_a": "resnet18", "backbone_b": "resnet10t", "channels_a": SLIM, "channels_b": SLIM,
@@ -125,7 +125,6 @@ def test_paper_preset_shapes_and_one_step():
 def test_learns_the_toy_cohort(tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    from test_afloc_method import BOX_CLASSES
 
     torch.manual_seed(0)
     method = create_method("can", {**TINY, "max_epochs": 6, "batch_size": 16})

@@ -66,7 +66,7 @@ def test_dino_step_trains_student_and_ema_moves_teacher():
     cfg = ClarityConfig.from_dict(TINY_FIT)
     module = DinoModule(cfg, total_steps=10)
     before = [p.clone() for p in module.teacher.parameters()]
-    opt = module.configure_optimizers()
+    opt = module.configure_optimizers()["optimizer"]
     loss = module.loss(torch.rand(4, 1, 64, 64), torch.Generator().manual_seed(0), update_center=True)
     assert torch.isfinite(loss) and loss.item() > 0
     loss.backward()
@@ -88,6 +88,7 @@ def test_fit_runs_all_stages_caches_them_and_reloads(tmp_path):
     assert stages == ["dino", "teacher"]
     done = {p: p.stat().st_mtime_ns for p in (run / "checkpoints").glob("*/done.json")}
     assert (run / "checkpoints" / "clarity" / "model.safetensors").exists()
+    assert len(list((run / "checkpoints").glob("teacher-*/train_logits.safetensors"))) == 1
     x = val.images[:4]
     maps = method.explain(x, [0, 5])
     assert maps.shape == (4, 2, 4, 4) and torch.isfinite(maps).all()
@@ -172,3 +173,25 @@ def test_stage_epochs_are_capped_by_the_run_budget(tmp_path):
     a, b = stage_dir(ctx, "teacher-x", {"k": 1}), stage_dir(ctx, "teacher-x", {"k": 2})
     assert a.parent == tmp_path / "run" / "checkpoints" and a != b
     assert stage_dir(FitContext(checkpoint_dir=tmp_path / "m"), "dino", {}).parent == tmp_path
+
+
+def test_teacher_table_equals_teacher_forward_and_replaces_it_in_training():
+    from clarity.model import ClarityNet
+    from clarity.teacher import Teacher, teacher_table
+    from clarity.training import ClarityModule
+
+    torch.manual_seed(0)
+    train = ToyLungs(20, 0)
+    teacher = Teacher("convnextv2_atto", 64).eval()
+    table = teacher_table(teacher, train, batch_size=8)  # 3 batches, the last one short
+    assert table.shape == (20, 14)
+    with torch.no_grad():
+        direct = teacher(train.images[[3, 17, 9]])
+    torch.testing.assert_close(table[[3, 17, 9]], direct, atol=1e-5, rtol=1e-4)
+    cfg = ClarityConfig.from_dict(TINY_FIT)
+    module = ClarityModule(ClarityNet(cfg), cfg, teacher=teacher, teacher_table=table)
+    idx = torch.tensor([17, 3])
+    assert torch.equal(module.teacher_logits(train.images[idx], idx), table[idx])  # a lookup, no forward
+    torch.testing.assert_close(module.teacher_logits(train.images[idx]), table[idx], atol=1e-5, rtol=1e-4)
+    off = ClarityConfig.from_dict({**TINY_FIT, "distill": "none"})
+    assert ClarityModule(ClarityNet(off), off, teacher_table=table).teacher_logits(train.images[idx], idx) is None

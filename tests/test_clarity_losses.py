@@ -119,6 +119,24 @@ def test_fuse_maps_rules():
     assert fuse_maps(out, "attention", True)[0, 0, 0].tolist() == pytest.approx([1 / 3, 0.0], abs=1e-6)
     with pytest.raises(ValueError, match="fusion"):
         fuse_maps(out, "bogus", True)
+    # a floor lifts the fused map before suppression: fg * (f + (1 - f) * fused)
+    assert fuse_maps(out, "attention", True, 0.25)[0, 0, 0].tolist() == pytest.approx([0.25 + 0.75 / 3, 0.0], abs=1e-6)
+    assert fuse_maps(out, "attention", False, 0.25)[0, 0, 0].tolist() == pytest.approx([1 / 3, 1.0], abs=1e-6)
+
+
+def test_warmup_cosine_schedule_known_values():
+    from clarity.training import warmup_cosine
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_cosine(opt, total_steps=10, warmup_frac=0.2)  # 2 warm-up steps, then 8 of cosine
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert lrs[6] == pytest.approx(0.5)  # halfway through the cosine part
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:])) and lrs[-1] < 0.05
 
 
 def _outputs(b=2, c=14, g=2, d=4, seed=0):

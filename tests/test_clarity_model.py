@@ -103,6 +103,16 @@ def test_other_input_sizes_are_resized_to_the_model():
         net(torch.rand(2, 3, 64, 64))
 
 
+def test_input_size_sets_the_grid_the_vit_sees():
+    """input_size upsamples the images inside the model: 64-px images on a 96-px ViT give 6x6 maps."""
+    net = tiny_net(input_size=96)
+    assert net.vit.pos_embed.shape[1] == 36
+    out = net(images(2, size=64))
+    assert out["class_maps"].shape == (2, 14, 6, 6) and out["seg_maps"].shape == (2, 14, 6, 6)
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        ClarityConfig.from_dict({**TINY, "input_size": 100})
+
+
 def test_load_backbone_interpolates_positions_and_adapts_rgb(tmp_path):
     """A 224-px DINO-style file (cls position, RGB patch embedding) loads into the 64-px model."""
     import timm
@@ -131,6 +141,10 @@ def test_config_errors_are_clear():
         ClarityConfig.from_dict({"dino": "file"})
     with pytest.raises(ValueError, match="arch"):
         ClarityConfig.from_dict({"arch": "b16-384"})
+    with pytest.raises(ValueError, match="fg_floor"):
+        ClarityConfig.from_dict({"fg_floor": 1.0})
+    with pytest.raises(ValueError, match="lr_schedule"):
+        ClarityConfig.from_dict({"lr_schedule": "step"})
 
 
 def test_registry_presets_and_ablations():

@@ -111,7 +111,9 @@ DDP_SCRIPT = textwrap.dedent(
     ctx = FitContext(checkpoint_dir=Path({ck!r}), accelerator="cpu", devices=2, strategy="ddp")
     module = ClassifierModule(net, lr=5e-2)
     best = train_module(module, TinyLabelled(64, 0), TinyLabelled(32, 1), ctx, max_epochs=2, batch_size=8)
-    print("RANK", module.global_rank, "WORLD", module.trainer.world_size, "STEP", module.trainer.global_step, best.name)
+    # one write per line: the two ranks share the pipe, and print's separate pieces would interleave
+    sys.stdout.write(f"RANK {{module.global_rank}} WORLD {{module.trainer.world_size}} STEP {{module.trainer.global_step}} {{best.name}}\\n")
+    sys.stdout.flush()
     """
 )
 
@@ -123,10 +125,56 @@ def test_ddp_two_cpu_processes(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = sorted(l for l in proc.stdout.splitlines() if l.startswith("RANK"))
-    # 64 images / 2 ranks / batch 8 = 4 steps per epoch on each rank
-    assert lines == ["RANK 0 WORLD 2 STEP 8 best.ckpt", "RANK 1 WORLD 2 STEP 8 best.ckpt"], proc.stdout
+    # batch_size is the global batch: each rank takes 4 of its 32 images per step, so 8 steps per epoch,
+    # as one process takes on 64 images in batches of 8
+    assert lines == ["RANK 0 WORLD 2 STEP 16 best.ckpt", "RANK 1 WORLD 2 STEP 16 best.ckpt"], proc.stdout
     state = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)
-    assert state["global_step"] == 8
+    assert state["global_step"] == 16
+    # Without BatchNorm or randomness in the step, DDP is the 1-process recipe: step k averages the gradient over
+    # the same 8 images (rank r takes images r, r+2, ... of the same seeded permutation) with the same learning
+    # rate, so the weights agree up to float summation order. A doubled global batch or a rank training on its
+    # own half without gradient averaging would move them by far more.
+    from conftest import TinyLabelled
+
+    module = ClassifierModule(tiny_net(), lr=5e-2)
+    train_module(module, TinyLabelled(64, 0), TinyLabelled(32, 1), FitContext(checkpoint_dir=tmp_path / "one", accelerator="cpu"),
+                 max_epochs=2, batch_size=8)
+    one = torch.load(tmp_path / "one" / "last.ckpt", weights_only=True)
+    assert one["global_step"] == 16
+    for k, v in one["state_dict"].items():
+        assert torch.allclose(v, state["state_dict"][k], atol=1e-5, rtol=0), (k, (v - state["state_dict"][k]).abs().max())
+
+
+def test_per_rank_batch_keeps_the_global_batch():
+    from wsl_bench.training.trainer import per_rank_batch_size
+
+    assert per_rank_batch_size(32, 1) == 32
+    assert per_rank_batch_size(32, 2) == 16
+    assert per_rank_batch_size(64, 8) == 8
+    with pytest.warns(UserWarning, match="not a multiple of the 3 processes; each takes 11"):
+        assert per_rank_batch_size(32, 3) == 11
+    with pytest.warns(UserWarning, match="each takes 1"):
+        assert per_rank_batch_size(2, 4) == 1  # never an empty batch
+
+
+def test_val_auroc_counts_each_image_once(monkeypatch):
+    """DDP pads the last validation shard with repeats; the AUROC must be that of the unique images."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(ClassifierModule, "trainer", property(lambda self: SimpleNamespace(world_size=1)))
+    labels = torch.tensor([[1.0] * 14, [0.0] * 14, [1.0] * 14, [0.0] * 14])
+    probs = torch.tensor([0.9, 0.2, 0.3, 0.4])
+    module = ClassifierModule(tiny_net())
+    logged = {}
+    module.log = lambda name, value, **kw: logged.__setitem__(name, value)
+    module.on_validation_epoch_start()
+    for rows in ([0, 1], [2, 3], [2, 2]):  # the last "shard" repeats image 2, a wrongly ranked positive
+        module._val_probs.append(probs[rows, None].expand(-1, 14))
+        module._val_labels.append(labels[rows])
+        module._val_index.append(torch.tensor(rows))
+    module.on_validation_epoch_end()
+    # positives 0.9, 0.3 vs negatives 0.2, 0.4: 3 of 4 pairs ranked right; counting image 2 three times gives 5/8
+    assert logged["val_mean_auroc"] == pytest.approx(0.75)
 
 
 def test_compile_and_channels_last_options_reach_the_module_and_train(tmp_path, tiny_splits):
@@ -155,3 +203,13 @@ def test_compile_and_channels_last_options_reach_the_module_and_train(tmp_path, 
         x = tiny_splits[1].images
         assert torch.allclose(plain(x), module(x), atol=1e-5)
     assert mean_auroc(torch.sigmoid(plain(x)).detach().numpy(), tiny_splits[1].labels.numpy()) > 0.6
+
+
+def test_last_ckpt_follows_every_epoch_even_without_improvement(tmp_path, tiny_splits):
+    """A killed run resumes from the last finished epoch, not from the best one."""
+    module = ClassifierModule(tiny_net(), lr=0.0)  # never learns: validation never improves after epoch 0
+    train_module(module, *tiny_splits, FitContext(checkpoint_dir=tmp_path), max_epochs=3, batch_size=16, patience=50)
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    best = torch.load(tmp_path / "best.ckpt", weights_only=True)
+    assert last["global_step"] == 3 * 6 and last["epoch"] == 2
+    assert best["global_step"] == 6  # the first epoch's score was never beaten

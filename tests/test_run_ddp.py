@@ -33,15 +33,17 @@ def test_two_explain_processes_give_the_identical_bundle(demo_method, tmp_path):
     R.execute(config(demo_method), one, log=lambda m: None)
     two = tmp_path / "two"
     shutil.copytree(one, two)
-    redo = (demo_method, "random")  # a trained CAM and the seeded-noise reference
+    redo = (demo_method, "random")  # a trained CAM (sharded) and the seeded-noise reference (one process)
     for m in redo:
         (two / "heatmaps" / f"{m}.npz").unlink()  # fails its checksum: explain, score and report are redone
     log = []
     R.execute(config(demo_method, accelerator="cpu", devices=2, strategy="ddp"), two, log=log.append)
     assert f"explain {demo_method}: 2 processes, one shard of batches each" in log
     manifest = json.loads((two / "manifest.json").read_text())
+    assert manifest["timings"][demo_method]["explain_processes"] == 2
+    assert manifest["timings"]["random"]["explain_processes"] == 1  # references never start workers
+    assert "explain random: 2 processes, one shard of batches each" not in log
     for m in redo:
-        assert manifest["timings"][m]["explain_processes"] == 2
         with read_bundle(one / "heatmaps" / f"{m}.npz") as a, read_bundle(two / "heatmaps" / f"{m}.npz") as b:
             assert sorted(a) == sorted(b) and a.image_sizes == b.image_sizes
             for k in a:
@@ -63,3 +65,33 @@ def test_fit_speed_options_reach_the_fit_context(demo_method, tmp_path):
         R.build_config([demo_method], preset="tiny", overrides={"fit": {"compiled": True}})
     with pytest.raises(R.RunError, match="fit.compile must be"):
         R.build_config([demo_method], preset="tiny", overrides={"fit": {"compile": 3}})
+
+
+def test_explain_threads_share_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(R.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert [R.explain_threads(n) for n in (1, 2, 3, 8, 32)] == [16, 8, 5, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the user's setting is an upper bound
+    assert [R.explain_threads(n) for n in (1, 2, 8)] == [4, 4, 2]
+
+
+def test_explain_worker_sets_its_thread_count_before_working(monkeypatch, tmp_path):
+    """A spawned explain rank on CPU runs with cores // world torch threads (not the all-cores default)."""
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(R.os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    seen = {}
+    monkeypatch.setattr(R, "load_cohort", lambda data, seed: type("Cohort", (), {"test": "the test split"})())
+
+    def fake_shards(run, test, name, parts, rank, world):
+        seen.update(threads=torch.get_num_threads(), rank=rank, world=world, test=test, name=name)
+
+    monkeypatch.setattr(R, "_write_shards", fake_shards)
+    before = torch.get_num_threads()
+    cfg = config("random", accelerator="cpu", devices=3, strategy="ddp")
+    try:
+        R._explain_worker(1, str(tmp_path), cfg, "random", str(tmp_path / "parts"), 3, "wsl_bench.methods")
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"threads": 2, "rank": 2, "world": 3, "test": "the test split", "name": "random"}

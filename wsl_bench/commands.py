@@ -57,7 +57,7 @@ def run_command(
 
     Example: wsl-bench run --methods clarity,gradcam --preset quick --out runs/quick
     """
-    from wsl_bench.run import RunError, build_config, dry_run_text, execute, parse_overrides
+    from wsl_bench.run import MethodsFailed, RunError, build_config, dry_run_text, execute, parse_overrides
 
     dev: int | str = int(devices) if devices.isdigit() else devices
     try:
@@ -82,6 +82,10 @@ def run_command(
             typer.echo(dry_run_text(cfg, folder))
             return
         report = execute(cfg, folder, log=lambda m: console.print(f"[cyan]wsl-bench[/] {m}", highlight=False))
+    except MethodsFailed as exc:  # the others are scored: show them, then fail with the list
+        _print_summary(folder, cfg)
+        console.print(f"report: {exc.report}")
+        _fail(str(exc), code=1)
     except (RunError, KeyError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
     if report is not None:

@@ -28,7 +28,7 @@ class FitContext:
     preset: str = "quick"
     image_size: int = 128
     max_epochs: int | None = None  # None: the method's preset default
-    batch_size: int | None = None
+    batch_size: int | None = None  # the GLOBAL batch: under DDP each of N ranks loads batch_size / N
     num_workers: int = 0
     accelerator: str = "auto"  # passed to Lightning
     devices: int | str = 1
@@ -38,7 +38,7 @@ class FitContext:
     compile: bool | str = False  # torch.compile the module: True (inductor) or a backend name, e.g. "aot_eager"
     channels_last: bool | None = None  # None: channels-last memory format on GPU, contiguous on CPU
     run_dir: Path | None = None  # the run folder, for methods that cache shared stages (e.g. a teacher)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # train_module sets extra["fit_processes"] (DDP world)
 
 
 class Method(abc.ABC):

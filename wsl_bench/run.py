@@ -76,6 +76,23 @@ class RunError(RuntimeError):
     """A user-facing problem with a run (bad option, busy folder, missing data); the message says the fix."""
 
 
+class MethodsFailed(RunError):
+    """Some methods failed in fit, explain or score; the others finished and the report was written.
+
+    `failures` maps method -> {"stage", "error"} (also in manifest.json and the report); `report` is the
+    report path. Re-running the same command retries only the failed methods' stages.
+    """
+
+    def __init__(self, failures: dict[str, dict[str, str]], report: Path | None):
+        self.failures, self.report = failures, report
+        lines = "; ".join(f"{m} ({f['stage']}: {f['error']})" for m, f in failures.items())
+        super().__init__(
+            f"{len(failures)} method(s) failed: {lines}. The other methods were scored and reported; "
+            "fix the cause and re-run the same command to finish the failed ones (WSL_BENCH_DEBUG=1 re-raises "
+            "the first failure with its traceback)"
+        )
+
+
 # ---------------------------------------------------------------------------------------------------
 # configuration
 # ---------------------------------------------------------------------------------------------------
@@ -511,13 +528,29 @@ def fit_stage(run: Run, cohort, name: str, key: str) -> None:
     method = _make_method(run, name)
     method.to(_device(run.config["hardware"]))
     t0 = time.perf_counter()
-    method.fit(cohort.train, cohort.val, _fit_context(run, spec, ckdir))
+    ctx = _fit_context(run, spec, ckdir)
+    method.fit(cohort.train, cohort.val, ctx)
     fit_s = time.perf_counter() - t0
+    if get_method_info(spec["registry"]).cls.trainable:
+        _wait_for_all_ranks()  # every rank's `fit` may save files; checksum them only once all have
     if not is_rank_zero():
         return
     files = _files_under(ckdir, run.dir, skip=lambda p: p.name == "stage.json" or "logs" in p.relative_to(ckdir).parts)
-    run.manifest.setdefault("timings", {}).setdefault(name, {}).update({"fit_s": round(fit_s, 3), "n_params": _n_params(method)})
+    run.manifest.setdefault("timings", {}).setdefault(name, {}).update(
+        {"fit_s": round(fit_s, 3), "n_params": _n_params(method), "fit_processes": int(ctx.extra.get("fit_processes", 1))}
+    )
     run.mark_done(f"fit/{name}", key, files)
+
+
+def _wait_for_all_ranks() -> None:
+    """A barrier across the DDP ranks of a fit (none in a 1-process run).
+
+    Methods save their weights at the end of `fit` on every rank (same weights; a timing field may differ),
+    so without it rank 0 could record checksums that a late rank's write then invalidates, and the next run
+    would refit a finished method.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        torch.distributed.barrier()
 
 
 def _explain_order(test) -> tuple[np.ndarray, int]:
@@ -598,13 +631,28 @@ def _write_shards(run: Run, test, name: str, parts: Path, rank: int = 0, world: 
                 np.savez(fh, idx=idx, probs=probs, maps=maps, n_maps=n_maps, seconds=secs)
 
 
+def explain_threads(world: int) -> int:
+    """Torch threads for each of `world` CPU explain processes: the usable cores / world, at least 1.
+
+    Every process left at its default (all cores) oversubscribes the CPU (steps ~10x slower with 2
+    processes on 2 cores). An OMP_NUM_THREADS the user set is an upper bound.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    threads = max(1, cores // max(1, int(world)))
+    user = os.environ.get("OMP_NUM_THREADS", "")
+    return min(threads, int(user)) if user.isdigit() and int(user) > 0 else threads
+
+
 def _explain_worker(local: int, run_dir: str, config: dict[str, Any], name: str, parts: str, world: int, module: str) -> None:
     """One extra explain rank (started by torch.multiprocessing): rank = local + 1 of `world`."""
     import importlib
 
-    importlib.import_module(module)  # registers the method in this fresh interpreter
     if _device(config["hardware"]).type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        torch.set_num_threads(explain_threads(world))
+    importlib.import_module(module)  # registers the method in this fresh interpreter
     run = Run(Path(run_dir), config, log=lambda msg: None)
     cohort = load_cohort(config["data"], config["seed"])
     _write_shards(run, cohort.test, name, Path(parts), rank=local + 1, world=world)
@@ -623,7 +671,7 @@ def _sharded_explain(run: Run, test, name: str, parts: Path, world: int) -> None
     threads = torch.get_num_threads()
     try:
         if _device(run.config["hardware"]).type == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+            torch.set_num_threads(explain_threads(world))
         _write_shards(run, test, name, parts, rank=0, world=world)
     except BaseException:
         for p in ctx.processes:
@@ -656,6 +704,8 @@ def explain_stage(run: Run, cohort, name: str, key: str) -> None:
     parts.mkdir(parents=True, exist_ok=True)
 
     world = min(explain_world(run.config["hardware"]), len(_explain_batches(run, test)[0]))
+    if run.config["methods"][name]["registry"] in REFERENCE_METHODS:
+        world = 1  # a fixed prior or seeded noise: starting N-1 interpreters costs more than the maps
     t_wall = time.perf_counter()
     if world > 1:
         run.log(f"explain {name}: {world} processes, one shard of batches each")
@@ -763,6 +813,9 @@ def report_stage(run: Run, key: str) -> Path:
         except Exception as exc:  # noqa: BLE001 - keep the scores and say what broke
             error = exc
         else:
+            failed = failures_md(run)
+            if failed:  # the reports stage shows scored methods; say which ones are missing and why
+                write_text(path, path.read_text().rstrip("\n") + "\n\n" + failed)
             run.mark_done("report", key, {f"report/{path.name}": sha256_file(path)}, report_s=round(time.perf_counter() - t0, 3))
             return path
     path = out / "report.md"
@@ -774,11 +827,27 @@ def report_stage(run: Run, key: str) -> Path:
     return path
 
 
+def failures_md(run: Run) -> str:
+    """A markdown section listing the methods that failed in this run (empty when none did)."""
+    failures = run.manifest.get("failures") or {}
+    if not failures:
+        return ""
+    lines = ["## Failed methods", "", "These methods have no scores in this report; re-run the same command "
+             "after fixing the cause to finish them.", "", "| method | stage | error |", "|---|---|---|"]
+    for m, f in failures.items():
+        error = str(f.get("error", "")).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {m} | {f.get('stage', '?')} | {error} |")
+    return "\n".join(lines) + "\n"
+
+
 def basic_report_md(run: Run, threshold: str = "0.3") -> str:
-    """Per-class and macro IoU accuracy of every method (used only until the reports stage is installed)."""
+    """Per-class and macro IoU accuracy of every scored method, then any failures (no reports stage)."""
     rows = []
     for name in run.config["methods_order"]:
-        summary = json.loads((run.dir / "scores" / name / "summary.json").read_text())
+        path = run.dir / "scores" / name / "summary.json"
+        if not path.is_file():
+            continue
+        summary = json.loads(path.read_text())
         acc = summary.get("iou_acc", {})
         rows.append([name] + [acc.get(lab, {}).get(threshold) for lab in (*BOX_FINDINGS, "macro")])
     header = "| method | " + " | ".join((*BOX_FINDINGS, "macro")) + " |"
@@ -786,7 +855,8 @@ def basic_report_md(run: Run, threshold: str = "0.3") -> str:
              f"`{run.config['score']['policy']}`.", "", header, "|" + "---|" * (len(BOX_FINDINGS) + 2)]
     for r in rows:
         lines.append("| " + " | ".join([r[0]] + ["–" if v is None else f"{float(v):.3f}" for v in r[1:]]) + " |")
-    return "\n".join(lines) + "\n"
+    failed = failures_md(run)
+    return "\n".join(lines) + "\n" + ("\n" + failed if failed else "")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -862,32 +932,69 @@ def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = p
             run.manifest.update({"data_fingerprint": cohort.fingerprint, "data_info": _jsonable(cohort.info)})
             run.mark_done("data", keys["data"], _files_under(out / "data", out), load_s=round(time.perf_counter() - t0, 3))
 
+        failures: dict[str, dict[str, str]] = {}
+        run.manifest["failures"] = failures  # this invocation's failures only
+        run.save_manifest()
         for m in config["methods_order"]:
             if not is_rank_zero() and not get_method_info(config["methods"][m]["registry"]).cls.trainable:
                 continue  # extra DDP ranks only join trainable fits
             if not run.is_done(f"fit/{m}", keys[f"fit/{m}"]):
                 log(f"fit: {m}")
-                fit_stage(run, cohort, m, keys[f"fit/{m}"])
+                with _method_stage(run, failures, m, "fit"):
+                    fit_stage(run, cohort, m, keys[f"fit/{m}"])
         if not is_rank_zero():
             return None
 
         score_keys = []
         for m in config["methods_order"]:
+            if m in failures:
+                continue
             ekey = config_hash({"fit": keys[f"fit/{m}"], "ckpt": run.files_digest(f"fit/{m}"), "explain": config["explain"]})
             if not run.is_done(f"explain/{m}", ekey):
                 log(f"explain: {m}")
-                explain_stage(run, cohort, m, ekey)
+                with _method_stage(run, failures, m, "explain"):
+                    explain_stage(run, cohort, m, ekey)
+                if m in failures:
+                    continue
             skey = config_hash({"explain": ekey, "maps": run.files_digest(f"explain/{m}"), "data": run.files_digest("data"), "score": config["score"]})
             if not run.is_done(f"score/{m}", skey):
                 log(f"score: {m}")
-                score_stage(run, m, skey)
+                with _method_stage(run, failures, m, "score"):
+                    score_stage(run, m, skey)
+                if m in failures:
+                    continue
             score_keys.append(config_hash({"key": skey, "files": run.files_digest(f"score/{m}")}))
-        rkey = config_hash({"scores": score_keys, "order": config["methods_order"], "report": config.get("report")})
+        rkey = config_hash({"scores": score_keys, "order": config["methods_order"], "report": config.get("report"),
+                            "failures": failures})
         report = out / "report" / "report.md"
         if not run.is_done("report", rkey):
             log("report")
             report = report_stage(run, rkey)
+        if failures:
+            raise MethodsFailed(failures, report)
         return report
+
+
+@contextlib.contextmanager
+def _method_stage(run: Run, failures: dict[str, dict[str, str]], method: str, stage: str) -> Iterator[None]:
+    """Run one method's stage; an exception is recorded (manifest, log) and the run goes on without it.
+
+    The method's stale scores are removed, so the report never shows numbers of an older fit or config.
+    Interrupts (Ctrl-C, SystemExit) still stop the run. WSL_BENCH_DEBUG=1 re-raises for the traceback.
+    """
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - one broken method must not cost the others their scores
+        if os.environ.get("WSL_BENCH_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else "(no message)"
+        failures[method] = {"stage": stage, "error": f"{type(exc).__name__}: {message}"[:500]}
+        run.log(f"error: {method} failed in {stage} ({failures[method]['error']}); going on with the other methods")
+        if is_rank_zero():
+            shutil.rmtree(run.dir / "scores" / method, ignore_errors=True)
+            run.manifest.get("stages", {}).pop(f"score/{method}", None)
+            run.manifest["failures"] = failures
+            run.save_manifest()
 
 
 def _drop_stale_scores(run: Run) -> None:

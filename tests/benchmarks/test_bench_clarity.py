@@ -3,7 +3,7 @@ forward + backward per class, grad-cam library) on a CNN of similar size, same b
 
 With benchmarks enabled: CLARiTy-S-16-224 (ViT-S/16) against a ResNet-50 at 224 px, batch 8,
 the 8 box findings. With --benchmark-disable (the default in CI): the quick-preset CLARiTy (ViT-Ti/16, 6 blocks, 3.0 M
-parameters) against a ResNet-10t (4.9 M) at 128 px, batch 2, run once.
+parameters, 128-px images seen at 192 px) against a ResNet-10t (4.9 M) at 128 px, batch 2, run once.
 Compare the two rows' `heatmaps_per_s` (extra_info) in the benchmark table; docs/clarity.md
 records a measurement.
 """
@@ -22,7 +22,7 @@ from wsl_bench.methods import create_method
 
 def _setting(benchmark) -> dict:
     if benchmark.disabled:
-        return {"clarity": {"arch": "t16-128", "segcam_hidden": 96}, "cnn": "resnet10t", "size": 128, "batch": 2}
+        return {"clarity": {"arch": "t16-128", "input_size": 192, "segcam_hidden": 96}, "cnn": "resnet10t", "size": 128, "batch": 2}
     return {"clarity": {"arch": "s16-224"}, "cnn": "resnet50", "size": 224, "batch": 8}
 
 

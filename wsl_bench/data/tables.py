@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +20,15 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
     the 14 FINDINGS as 0/1 columns. Unknown labels are an error naming the row."""
     path = Path(path)
     try:
-        raw = pd.read_csv(path, dtype={"Patient ID": str})
+        # index_col=False: a row with an extra trailing field must not turn the ids into the index and
+        # shift every column left; pandas drops the extra field and warns, and we check what it dropped
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            raw = pd.read_csv(path, dtype={"Patient ID": str}, index_col=False)
     except Exception as exc:  # pandas raises many types for broken CSVs
         raise ValueError(f"cannot read {path}: {exc}") from exc
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+        _check_extra_fields(path, len(raw.columns))
     missing = [c for c in DATA_ENTRY_REQUIRED if c not in raw.columns]
     if missing:
         raise ValueError(f"{path} lacks column(s) {missing}; is it the official Data_Entry_2017 file?")
@@ -57,6 +65,17 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
     for j, f in enumerate(FINDINGS):
         out[f] = labels[:, j]
     return out
+
+
+def _check_extra_fields(path: Path, n_columns: int) -> None:
+    """Empty extra trailing fields (a trailing comma) are harmless; a row with data past the header is an error."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        for line, row in enumerate(csv.reader(fh), start=1):
+            if len(row) > n_columns and any(field.strip() for field in row[n_columns:]):
+                raise ValueError(
+                    f"{path} line {line}: {len(row)} fields but the header names {n_columns}; "
+                    "remove the extra field(s) or fix the header"
+                )
 
 
 def read_bbox_list(path: str | os.PathLike) -> pd.DataFrame:

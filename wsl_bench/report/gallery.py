@@ -175,7 +175,7 @@ def build_gallery(
     """Write gallery/<method>/<case>.jpg tiles; returns them (same images first, then best/worst)."""
     if not rs.gallery_path.is_file():
         return []
-    images = np.load(rs.gallery_path)
+    images = np.load(rs.gallery_path, allow_pickle=False)
     sizes = {}
     if {"orig_h", "orig_w"} <= set(rs.images.columns):
         sizes = {str(i): (int(h), int(w)) for i, h, w in zip(rs.images["image_id"], rs.images["orig_h"], rs.images["orig_w"])}

@@ -3,6 +3,8 @@
 Subclasses add their own losses by overriding `compute_loss(batch, outputs)`; when `net` returns
 more than logits (a dict, a tuple), override `logits_of(outputs)` too. Validation logs
 `val_loss` and `val_mean_auroc` (mean over the findings whose validation labels hold both values).
+Under DDP the validation predictions of all ranks are gathered and each image (by its batch "index")
+counts once, so the AUROC — and the best checkpoint it picks — is the 1-process figure on the same weights.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class ClassifierModule(L.LightningModule):
         self.register_buffer("pos_weight", pos_weight, persistent=False)
         self._val_probs: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
+        self._val_index: list[torch.Tensor] = []
 
     # -- hooks subclasses override ----------------------------------------------------------
     def forward(self, images: torch.Tensor) -> Any:
@@ -90,18 +93,27 @@ class ClassifierModule(L.LightningModule):
         self.log("val_loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
         self._val_probs.append(torch.sigmoid(self.logits_of(outputs).detach().float()))
         self._val_labels.append(batch["labels"].detach().float())
+        if isinstance(batch, dict) and "index" in batch:
+            self._val_index.append(torch.as_tensor(batch["index"]).detach().reshape(-1).long())
 
     def on_validation_epoch_start(self):
-        self._val_probs, self._val_labels = [], []
+        self._val_probs, self._val_labels, self._val_index = [], [], []
 
     def on_validation_epoch_end(self):
         if not self._val_probs:
             return
         probs = torch.cat(self._val_probs)
         labels = torch.cat(self._val_labels)
+        index = torch.cat(self._val_index) if len(self._val_index) == len(self._val_probs) else None
         if self.trainer is not None and self.trainer.world_size > 1:
             probs = self.all_gather(probs).reshape(-1, probs.shape[-1])
             labels = self.all_gather(labels).reshape(-1, labels.shape[-1])
+            if index is not None:
+                index = self.all_gather(index).reshape(-1)
+        if index is not None:
+            # DDP's sampler pads the last shard with repeated images: score each validation image once
+            _, first = np.unique(index.cpu().numpy(), return_index=True)
+            probs, labels = probs[torch.as_tensor(first)], labels[torch.as_tensor(first)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             auc = mean_auroc(probs.cpu().numpy(), labels.cpu().numpy())
@@ -109,7 +121,7 @@ class ClassifierModule(L.LightningModule):
             auc = 0.5
         # identical on every rank (computed from gathered tensors), so no further sync is needed
         self.log("val_mean_auroc", auc, prog_bar=True, sync_dist=False, rank_zero_only=False)
-        self._val_probs, self._val_labels = [], []
+        self._val_probs, self._val_labels, self._val_index = [], [], []
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -5,6 +5,8 @@ Our choices, documented in docs/harness.md:
   primitives), so a checkpoint is data, never code. A `last.ckpt` that does not load is moved aside to
   `last.ckpt.corrupt` and training restarts from scratch rather than trusting it.
 - Resume granularity is one epoch (`last.ckpt` is written after every validation).
+- `batch_size` is the global batch: N DDP ranks take batch_size / N each, so a DDP fit takes the steps of
+  a 1-process fit with the same learning rate (see `per_rank_batch_size`).
 - Shuffling uses a `DistributedSampler` seeded with `ctx.seed` whose order depends only on the epoch, and
   every epoch re-seeds the global RNGs from (seed, epoch, rank); so a run resumed from `last.ckpt` takes
   exactly the steps an uninterrupted run takes, and CPU runs are bit-identical.
@@ -79,6 +81,24 @@ def apply_speedups(module: torch.nn.Module, ctx: FitContext) -> torch.nn.Module:
     return module
 
 
+def per_rank_batch_size(batch_size: int, world_size: int) -> int:
+    """Each rank's share of the global batch, so N processes take the steps (and learning rate) of one.
+
+    `batch_size` is the global batch (the paper's figure): with DDP every rank loads ceil(batch / N)
+    images and the averaged gradient is that of one batch of ~`batch_size` images. A global batch that
+    N does not divide grows to the next multiple of N (a warning says so).
+    """
+    batch_size, world_size = int(batch_size), max(1, int(world_size))
+    per_rank = -(-batch_size // world_size)
+    if per_rank * world_size != batch_size:
+        warnings.warn(
+            f"global batch size {batch_size} is not a multiple of the {world_size} processes; "
+            f"each takes {per_rank} (global batch {per_rank * world_size})",
+            stacklevel=2,
+        )
+    return per_rank
+
+
 class _Splits(L.LightningDataModule):
     """Builds loaders after the strategy is set up, so samplers know the world size and rank."""
 
@@ -99,7 +119,7 @@ class _Splits(L.LightningDataModule):
         sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
         return DataLoader(
             ds,
-            batch_size=self.batch_size,
+            batch_size=per_rank_batch_size(self.batch_size, world),
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -151,7 +171,9 @@ def train_module(
       ctx: where and how: `checkpoint_dir`, `seed`, `accelerator/devices/num_nodes/strategy`, `precision`
         (None: bf16-mixed on GPU, 32-true on CPU), `channels_last` (None: on GPU only), `compile` (False,
         True for inductor, or a backend name), `num_workers`, `extra["progress"]` (progress bar).
-      max_epochs, batch_size: the loop; `ctx.max_epochs/ctx.batch_size` override them when set.
+      max_epochs, batch_size: the loop; `ctx.max_epochs/ctx.batch_size` override them when set. The batch
+        size is the GLOBAL batch: under DDP each of N ranks loads batch_size / N images
+        (`per_rank_batch_size`), so steps per epoch and the learning rate match one process.
       monitor, mode, patience: early stopping and best-checkpoint selection (default: val mean AUROC, max).
       max_steps, limit_train_batches, gradient_clip_val, callbacks: passed through to Lightning.
 
@@ -175,9 +197,14 @@ def train_module(
         monitor=monitor,
         mode=mode,
         save_top_k=1,
-        save_last=True,
         auto_insert_metric_name=False,
         enable_version_counter=False,
+    )
+    # `last.ckpt` after EVERY validation (Lightning 2.6's save_last=True rewrites it only when the best
+    # improves, so a killed run would redo the epochs since the last improvement)
+    last_checkpoint = ModelCheckpoint(
+        dirpath=ckdir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+        auto_insert_metric_name=False, enable_version_counter=False,
     )
     stopper = EarlyStopping(monitor=monitor, mode=mode, patience=patience)
     trainer = L.Trainer(
@@ -190,7 +217,7 @@ def train_module(
         max_steps=max_steps,
         limit_train_batches=limit_train_batches,
         gradient_clip_val=gradient_clip_val,
-        callbacks=[checkpoint, stopper, _EpochSeed(ctx.seed), *callbacks],
+        callbacks=[checkpoint, last_checkpoint, stopper, _EpochSeed(ctx.seed), *callbacks],
         logger=CSVLogger(save_dir=ckdir, name="logs", version=0),
         default_root_dir=ckdir,
         deterministic="warn",
@@ -210,6 +237,7 @@ def train_module(
             warnings.filterwarnings("ignore", category=UserWarning, module=r"lightning\..*")
             warnings.filterwarnings("ignore", message=r".*all_gather is deprecated.*")
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    ctx.extra["fit_processes"] = int(trainer.world_size)  # the run manifest records it
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckdir / "best.ckpt"
     if not best.exists():
