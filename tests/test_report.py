@@ -301,3 +301,15 @@ def test_latex_text_is_pdflatex_safe(fake_report):
     caption = next(line for line in tex.splitlines() if line.startswith("\\caption"))
     assert "$>$" in caption and ">" not in caption.replace("$>$", "")
     assert "\\cline" not in tex and "\\cmidrule(l)" in tex
+
+
+def test_failed_methods_of_a_run_are_listed_in_the_markdown_and_html(tmp_path):
+    run = make_fake_run(tmp_path / "run", n_images=8)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["failures"] = {"broken": {"stage": "fit", "error": "ValueError: weights file w.pt is truncated"}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "report"
+    write_report([run], out)
+    expected = "broken (fit stage: ValueError: weights file w.pt is truncated)"
+    assert expected in (out / "report.md").read_text()
+    assert expected in (out / "index.html").read_text()

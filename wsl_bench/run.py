@@ -812,10 +812,7 @@ def report_stage(run: Run, key: str) -> Path:
             path = Path(write_report([run.dir], out))
         except Exception as exc:  # noqa: BLE001 - keep the scores and say what broke
             error = exc
-        else:
-            failed = failures_md(run)
-            if failed:  # the reports stage shows scored methods; say which ones are missing and why
-                write_text(path, path.read_text().rstrip("\n") + "\n\n" + failed)
+        else:  # the full report lists the run's failed methods in its notes (wsl_bench/report/writer.py)
             run.mark_done("report", key, {f"report/{path.name}": sha256_file(path)}, report_s=round(time.perf_counter() - t0, 3))
             return path
     path = out / "report.md"

@@ -179,6 +179,11 @@ def write_report(
     missing_refs = [r for r in ("prior-center", "prior-lung", "random") if not any(m.method == r for m in rs.methods.values())]
     if missing_refs:
         notes.append(f"Sanity baselines missing from these runs: {', '.join(missing_refs)} (`wsl-bench run` adds them).")
+    for run_dir, manifest in rs.manifests.items():
+        for method, failure in sorted((manifest.get("failures") or {}).items()):
+            error = " ".join(str(failure.get("error", "")).split())
+            notes.append(f"Failed in {run_dir.name}: {method} ({failure.get('stage', '?')} stage: {error}); it has no "
+                         "scores here. Re-run the same `wsl-bench run` command after fixing the cause.")
 
     sig = pd.DataFrame()
     if reference is not None:
