@@ -36,7 +36,7 @@ class Clarity(Method):
     presets = {
         # SynthCXR at 128 px on 2 CPU cores (ours, chosen on the development seed 1, docs/clarity.md):
         # a 6-block ViT-Tiny/16 that sees the images upsampled to 192 px (a 12x12 patch grid; 8x8 at
-        # 128 could not place small lesions), 2 epochs with warm-up + cosine; a ConvNeXtV2-atto teacher
+        # 128 gave half the IoU accuracy), 2 epochs with warm-up + cosine; a ConvNeXtV2-atto teacher
         # (1 epoch at 96 px, its logits tabled once); one short DINO epoch (64/32-px crops).
         "quick": {
             "preset_arch": "t16-128", "input_size": 192, "epochs": 2, "batch_size": 32, "lr": 5e-4,
