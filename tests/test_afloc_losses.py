@@ -13,6 +13,7 @@ from scipy.ndimage import gaussian_filter
 from baselines.afloc import (
     gaussian_smooth,
     global_contrastive_loss,
+    mask_margin,
     local_contrastive_loss,
     local_similarity,
     reports_from_labels,
@@ -140,6 +141,18 @@ def test_gaussian_smooth_matches_scipy_nearest():
     const = torch.full((1, 1, 5, 5), 3.0)
     assert torch.allclose(gaussian_smooth(const, 1.5), const)
     assert torch.equal(gaussian_smooth(const, 0.0), const)
+
+
+def test_mask_margin_by_hand():
+    # 4x4 map 0..15, margin 0.25 -> one cell per border; the inner 2x2 is [[5, 6], [9, 10]], its minimum 5
+    maps = torch.arange(16.0).view(1, 1, 4, 4)
+    out = mask_margin(maps, 0.25)
+    expected = torch.full((4, 4), 5.0)
+    expected[1:3, 1:3] = torch.tensor([[5.0, 6.0], [9.0, 10.0]])
+    assert torch.equal(out[0, 0], expected)
+    assert torch.equal(mask_margin(maps, 0.0), maps) and torch.equal(mask_margin(maps, 0.1), maps)  # < half a cell
+    with pytest.raises(ValueError, match="loc_margin"):
+        mask_margin(maps, 0.5)
 
 
 def test_reports_from_labels_name_every_positive_and_are_seeded():

@@ -148,6 +148,9 @@ def test_bad_configs_and_states_are_clear_errors(tmp_path):
         create_method("afloc", {**TINY, "text_model_path": str(tmp_path)}).text_encoder()
     with pytest.raises(ValueError, match="loc_level"):
         create_method("afloc", {**TINY, "loc_level": "word"}).build(384)
+    net = create_method("afloc", {**TINY, "loc_level": "report", "loc_contrast": "softmax"}).build(384)
+    with pytest.raises(ValueError, match="loc_contrast"):
+        net.maps(torch.zeros(1, 1, 64, 64), [0])
     with pytest.raises(ValueError, match="text_center"):
         create_method("afloc", {**TINY, "text_mode": "finetune"}).fit(
             ToyReports(4, 0), None, FitContext(checkpoint_dir=tmp_path / "f"))
@@ -191,7 +194,9 @@ def test_learns_zero_shot_classification_and_localization(tmp_path):
     from sklearn.metrics import roc_auc_score
 
     torch.manual_seed(0)
-    cfg = {**TINY, "backbone_channels": [16, 16, 32, 32], "embed_dim": 32, "max_epochs": 6, "batch_size": 16}
+    # the default (official-level) path: sentence-level maps, raw text features
+    cfg = {**TINY, "backbone_channels": [16, 16, 32, 32], "embed_dim": 32, "max_epochs": 6, "batch_size": 16,
+           "text_center": False}
     method = create_method("afloc", cfg)
     method.fit(ToyReports(192, 0), ToyReports(48, 1), FitContext(checkpoint_dir=tmp_path, seed=0))
     test = ToyReports(96, 2)
