@@ -537,7 +537,9 @@ def fit_stage(run: Run, cohort, name: str, key: str) -> None:
         return
     files = _files_under(ckdir, run.dir, skip=lambda p: p.name == "stage.json" or "logs" in p.relative_to(ckdir).parts)
     run.manifest.setdefault("timings", {}).setdefault(name, {}).update(
-        {"fit_s": round(fit_s, 3), "n_params": _n_params(method), "fit_processes": int(ctx.extra.get("fit_processes", 1))}
+        {"fit_s": round(fit_s, 3), "n_params": _n_params(method), "fit_processes": int(ctx.extra.get("fit_processes", 1)),
+         # CPU results are byte-reproducible for the same thread count only (float summation order)
+         "fit_threads": torch.get_num_threads()}
     )
     run.mark_done(f"fit/{name}", key, files)
 
