@@ -522,10 +522,10 @@ _DEFAULTS: dict[str, Any] = {
     "smooth_sigma": 1.5,
     "loc_similarity": "dot",
     "loc_text_unit": "report",
-    "loc_contrast": "negative",
+    "loc_contrast": "negative",  # "none": the official positive-prompt map (see localization_maps)
     "loc_level": "sentence",  # "report" (ours): the zero-shot score decomposed over layer4 locations
     "loc_margin": 0.0,  # fraction of the image side masked at every border of the map (official option; 0: off)
-    "output_stride": None,  # 16: dilated layer4 (its grid = layer3's); None: the plain ResNet (32)  # "none": the official positive-prompt map (see localization_maps)
+    "output_stride": None,  # 16: dilated layer4 (its grid = layer3's); None: the plain ResNet (32)
     "localization_prompt": "Findings suggesting {finding}.",
     "positive_prompts": ["Findings suggesting {finding}.", "There is {finding}.", "{Finding} is seen."],
     "negative_prompts": ["No {finding}."],

@@ -72,7 +72,7 @@ class ClarityConfig:
     teacher_lr: float = 1e-3
     teacher_batch_size: int = 32
     teacher_input_size: int | None = None  # ours: side the teacher sees; None: the data's image size
-    teacher_cache: bool = True  # ours: keep each training image's teacher logits after their first use
+    teacher_cache: bool = True  # ours: table the teacher's logits for every training image once, before training
     # -- DINO self-distillation stage (on the training images; all hyper-parameters ours) ----
     dino: str = "stage"
     dino_path: str | None = None  # dino == "file": a local .safetensors / .pth with ViT weights
