@@ -145,7 +145,7 @@ class DinoModule(L.LightningModule):
         self.log("val_dino_loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
 
     def configure_optimizers(self):
-        from .training import warmup_cosine
+        from wsl_bench.training import warmup_cosine
 
         params = list(self.student.parameters()) + list(self.student_head.parameters())
         optimizer = torch.optim.AdamW(params, lr=self.cfg.dino_lr, weight_decay=0.04)

@@ -6,13 +6,12 @@ checkpoints hold the student only and the optimizer never sees the teacher.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from wsl_bench.training import ClassifierModule
+from wsl_bench.training import ClassifierModule, warmup_cosine
 
 from .config import ClarityConfig
 from .losses import clarity_losses
@@ -66,16 +65,3 @@ class ClarityModule(ClassifierModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": warmup_cosine(optimizer, total, self.cfg.warmup_frac), "interval": "step"}}
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up from ~0 over `warmup_frac * total_steps` steps, then cosine decay to 0."""
-    warm = int(warmup_frac * total_steps)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -125,7 +125,7 @@ def test_fuse_maps_rules():
 
 
 def test_warmup_cosine_schedule_known_values():
-    from clarity.training import warmup_cosine
+    from wsl_bench.training import warmup_cosine
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = warmup_cosine(opt, total_steps=10, warmup_frac=0.2)  # 2 warm-up steps, then 8 of cosine
