@@ -455,8 +455,17 @@ def build_afloc_module(net: AFLocNet, encoder, train_bank: TextBank, val_bank: T
                 refresh_prompts(self.net, self.text_encoder, self.cfg)
 
         def configure_optimizers(self):
+            """AdamW with the official per-epoch StepLR (`lr_schedule: step`), or a per-step linear warm-up
+            then cosine decay (`cosine`, ours: the projections start from random and the local losses
+            need a gentle start; a constant high rate made quick training diverge)."""
             params = [p for p in self.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+            if self.cfg["lr_schedule"] == "cosine" and self._trainer is not None:
+                from wsl_bench.training import warmup_cosine
+
+                total = max(1, int(self.trainer.estimated_stepping_batches))
+                sched = warmup_cosine(opt, total, float(self.cfg["warmup_frac"]))
+                return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
             sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=float(self.cfg["lr_gamma"]))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
@@ -516,7 +525,9 @@ _DEFAULTS: dict[str, Any] = {
     "w_report": 1.0,
     "lr": 2e-5,
     "weight_decay": 1e-6,
-    "lr_gamma": 0.9,
+    "lr_gamma": 0.9,  # per-epoch decay of lr_schedule "step" (official)
+    "lr_schedule": "step",  # "cosine" (ours): linear warm-up over warmup_frac of the steps, then cosine to 0
+    "warmup_frac": 0.1,
     "max_epochs": 6,
     "batch_size": 128,
     "smooth_sigma": 1.5,
@@ -546,8 +557,8 @@ class AFLoc(Method):
         "quick": {"backbone": "resnet18", "backbone_channels": [16, 32, 64, 128], "embed_dim": 64,
                   "input_size": None, "output_stride": 16, "text_mode": "frozen", "text_context": "sentence",
                   "text_max_words": 48, "text_center": True, "loc_level": "report", "smooth_sigma": 0.63,
-                  "loc_margin": 0.125, "lr": 2e-3, "weight_decay": 1e-4, "lr_gamma": 1.0, "max_epochs": 2,
-                  "batch_size": 32},
+                  "loc_margin": 0.125, "lr": 2e-3, "weight_decay": 1e-4, "lr_schedule": "cosine", "warmup_frac": 0.1,
+                  "max_epochs": 6, "batch_size": 32, "negative_prompts": ["No acute cardiopulmonary abnormality."]},
         "paper": {},
     }
     ablations = {
@@ -561,6 +572,8 @@ class AFLoc(Method):
         unknown = set(self.config) - set(_DEFAULTS)
         if unknown:
             raise ValueError(f"unknown afloc config keys {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
+        if self.config["lr_schedule"] not in {"step", "cosine"}:
+            raise ValueError(f"afloc lr_schedule={self.config['lr_schedule']!r}; use 'step' or 'cosine'")
         if self.config["text_mode"] not in {"frozen", "finetune"}:
             raise ValueError(f"afloc text_mode={self.config['text_mode']!r}; use 'frozen' or 'finetune'")
         self.net: AFLocNet | None = None

@@ -158,6 +158,18 @@ def test_bad_configs_and_states_are_clear_errors(tmp_path):
         create_method("afloc", {**TINY, "image_weights": str(tmp_path / "r.pth")}).build(384)
 
 
+def test_cosine_schedule_warms_up_and_decays_to_zero(tmp_path):
+    """lr_schedule=cosine steps the rate per batch: warm-up to lr, then cosine to ~0 by the last step."""
+    cfg = {**TINY, "lr_schedule": "cosine", "warmup_frac": 0.25, "max_epochs": 2}
+    create_method("afloc", cfg).fit(ToyReports(32, 0), ToyReports(8, 1), FitContext(checkpoint_dir=tmp_path, seed=0))
+    state = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
+    sched = state["lr_schedulers"][0]
+    assert sched["base_lrs"] == [TINY["lr"]] and sched["last_epoch"] == 8  # 2 epochs x 4 batches of 8
+    assert sched["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        create_method("afloc", {**TINY, "lr_schedule": "linear"})
+
+
 @pytest.mark.slow
 def test_paper_preset_shapes_and_one_step():
     """Paper preset: ResNet-50 levels at 299 px, 768-d, fine-tuned text; one optimisation step on CPU."""
