@@ -14,7 +14,9 @@ encoder is frozen), a frozen text encoder with cached unit embeddings in the qui
 at 128 px in the quick preset, and reports built from labels where a dataset has none (NIH). The quick
 preset (chosen on the seed-1 development cohort) also centres the frozen text features (`text_center`),
 maps the zero-shot score over dilated layer4 locations (`loc_level="report"`, `output_stride=16`), scales
-the official sigma to its 8x8 grid (0.63 cells) and masks a one-cell border (`loc_margin`, an official option).
+the official sigma to its 8x8 grid (0.63 cells), masks a one-cell border (`loc_margin`, an official option),
+trains the paper's 6 epochs under a warm-up + cosine schedule (`lr_schedule="cosine"`) and uses the
+normal-study sentence as the zero-shot negative prompt (SynthCXR reports never say "No {finding}.").
 """
 
 from __future__ import annotations
