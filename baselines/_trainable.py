@@ -127,9 +127,9 @@ class TrainedNetMethod(Method):
             self.fit_info = {"shared_from": str(source), "trained": False}
         else:
             self._train(train, val, ctx)
-            # what ran: a run's fit.max_epochs / fit.batch_size (ctx) override the method config
-            self.fit_info = {"trained": True, "max_epochs": int(ctx.max_epochs or self.config["max_epochs"]),
-                             "batch_size": int(ctx.batch_size or self.config["batch_size"])}
+            # what ran (train_module applies a run's fit.max_epochs / fit.batch_size over the method config)
+            self.fit_info = {"trained": True, "max_epochs": ctx.extra["fit_max_epochs"],
+                             "batch_size": ctx.extra["fit_batch_size"]}
             if source is not None and share == "auto":
                 self.save(source)
         self.fit_info["fit_s"] = round(time.perf_counter() - started, 3)

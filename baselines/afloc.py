@@ -462,12 +462,10 @@ def build_afloc_module(net: AFLocNet, encoder, train_bank: TextBank, val_bank: T
             need a gentle start; a constant high rate made quick training diverge)."""
             params = [p for p in self.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-            if self.cfg["lr_schedule"] == "cosine" and self._trainer is not None:
-                from wsl_bench.training import warmup_cosine
+            if self.cfg["lr_schedule"] == "cosine":
+                from wsl_bench.training import warmup_cosine_config
 
-                total = max(1, int(self.trainer.estimated_stepping_batches))
-                sched = warmup_cosine(opt, total, float(self.cfg["warmup_frac"]))
-                return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+                return warmup_cosine_config(self, opt, float(self.cfg["warmup_frac"]))
             sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=float(self.cfg["lr_gamma"]))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
@@ -625,8 +623,7 @@ class AFLoc(Method):
             net.set_text_stats(units.sentences[units.sentence_mask].to(net.text_mean.device))
         val_bank = TextBank(val_reports, encoder, frozen, context) if val_reports is not None else None
         module = build_afloc_module(net, encoder, train_bank, val_bank, self.config)
-        train_module(module, train, val, ctx, max_epochs=ctx.max_epochs or self.config["max_epochs"],
-                     batch_size=ctx.batch_size or self.config["batch_size"])
+        train_module(module, train, val, ctx, max_epochs=self.config["max_epochs"], batch_size=self.config["batch_size"])
         if not frozen:
             refresh_prompts(net, encoder, self.config)
         self.net = module.net.to(self.device).eval()

@@ -249,8 +249,8 @@ class CAN(Method):
         net = self.build()
         pos_frac = torch.as_tensor(np.asarray(train.labels, dtype=np.float32).mean(0))
         module = build_can_module(net, self.config, pos_frac)
-        train_module(module, train, val, ctx, max_epochs=ctx.max_epochs or self.config["max_epochs"],
-                     batch_size=ctx.batch_size or self.config["batch_size"])
+        train_module(module, train, val, ctx, max_epochs=self.config["max_epochs"],
+                     batch_size=self.config["batch_size"])
         self.net = module.net.to(self.device).eval()
         self.save(ctx.checkpoint_dir)
 

@@ -145,12 +145,11 @@ class DinoModule(L.LightningModule):
         self.log("val_dino_loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
 
     def configure_optimizers(self):
-        from wsl_bench.training import warmup_cosine
+        from wsl_bench.training import warmup_cosine_config
 
         params = list(self.student.parameters()) + list(self.student_head.parameters())
         optimizer = torch.optim.AdamW(params, lr=self.cfg.dino_lr, weight_decay=0.04)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": warmup_cosine(optimizer, self.total_steps, self.cfg.dino_warmup_frac), "interval": "step"}}
+        return warmup_cosine_config(self, optimizer, self.cfg.dino_warmup_frac, total_steps=self.total_steps)
 
 
 def dino_key(cfg: ClarityConfig, train, ctx: FitContext) -> dict:

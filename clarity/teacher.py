@@ -77,7 +77,6 @@ def get_teacher(cfg: ClarityConfig, img_size: int, train, val, ctx: FitContext) 
     return teacher.eval()
 
 
-
 @torch.no_grad()
 def teacher_table(teacher: nn.Module, split, batch_size: int = 64) -> torch.Tensor:
     """The teacher's logits [N,14] for every image of `split`, in index order (fixed batches, so

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from wsl_bench.training import ClassifierModule, warmup_cosine
+from wsl_bench.training import ClassifierModule, warmup_cosine_config
 
 from .config import ClarityConfig
 from .losses import clarity_losses
@@ -60,8 +60,6 @@ class ClarityModule(ClassifierModule):
         """AdamW; with lr_schedule='cosine' (ours) a per-step linear warm-up over `warmup_frac` of
         the steps, then cosine decay to 0 (a ViT trained from scratch for a few epochs needs both)."""
         optimizer = super().configure_optimizers()
-        if self.cfg.lr_schedule == "constant" or self._trainer is None:
+        if self.cfg.lr_schedule == "constant":
             return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": warmup_cosine(optimizer, total, self.cfg.warmup_frac), "interval": "step"}}
+        return warmup_cosine_config(self, optimizer, self.cfg.warmup_frac)

@@ -54,6 +54,15 @@ def test_trains_checkpoints_and_learns(tmp_path, tiny_splits):
         assert torch.equal(a, b)
 
 
+def test_context_overrides_win_and_the_loop_that_ran_is_reported(tmp_path, tiny_splits):
+    """ctx.max_epochs / ctx.batch_size override the arguments; ctx.extra says what ran (for manifests)."""
+    ctx = FitContext(checkpoint_dir=tmp_path, max_epochs=1, batch_size=8)
+    train_module(ClassifierModule(tiny_net()), *tiny_splits, ctx, max_epochs=5, batch_size=16)
+    assert (ctx.extra["fit_max_epochs"], ctx.extra["fit_batch_size"], ctx.extra["fit_processes"]) == (1, 8, 1)
+    state = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["epoch"] == 0 and state["global_step"] == -(-len(tiny_splits[0]) // 8)  # one epoch (0-based)
+
+
 def test_resume_from_last_equals_uninterrupted(tmp_path, tiny_splits):
     straight, _ = _fit(tmp_path / "a", tiny_splits, epochs=4)
     _fit(tmp_path / "b", tiny_splits, epochs=2)  # "killed" after 2 epochs

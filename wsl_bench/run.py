@@ -539,7 +539,9 @@ def fit_stage(run: Run, cohort, name: str, key: str) -> None:
     run.manifest.setdefault("timings", {}).setdefault(name, {}).update(
         {"fit_s": round(fit_s, 3), "n_params": _n_params(method), "fit_processes": int(ctx.extra.get("fit_processes", 1)),
          # CPU results are byte-reproducible for the same thread count only (float summation order)
-         "fit_threads": torch.get_num_threads()}
+         "fit_threads": torch.get_num_threads(),
+         # the last train_module loop of the fit (CLARiTy: the main one, after its DINO and teacher stages)
+         **{k: ctx.extra[k] for k in ("fit_max_epochs", "fit_batch_size") if k in ctx.extra}}
     )
     run.mark_done(f"fit/{name}", key, files)
 

@@ -15,7 +15,7 @@ See docs/harness.md ("Training") for resume, determinism and DDP.
 """
 
 from wsl_bench.training.module import ClassifierModule, mean_auroc
-from wsl_bench.training.schedules import warmup_cosine
+from wsl_bench.training.schedules import warmup_cosine, warmup_cosine_config
 from wsl_bench.training.trainer import load_weights, train_module
 
-__all__ = ["ClassifierModule", "load_weights", "mean_auroc", "train_module", "warmup_cosine"]
+__all__ = ["ClassifierModule", "load_weights", "mean_auroc", "train_module", "warmup_cosine", "warmup_cosine_config"]

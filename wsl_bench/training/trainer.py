@@ -237,7 +237,8 @@ def train_module(
             warnings.filterwarnings("ignore", category=UserWarning, module=r"lightning\..*")
             warnings.filterwarnings("ignore", message=r".*all_gather is deprecated.*")
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
-    ctx.extra["fit_processes"] = int(trainer.world_size)  # the run manifest records it
+    # what ran (ctx overrides applied), for the run manifest and the methods' own records
+    ctx.extra.update(fit_processes=int(trainer.world_size), fit_max_epochs=max_epochs, fit_batch_size=batch_size)
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckdir / "best.ckpt"
     if not best.exists():
