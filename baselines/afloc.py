@@ -396,22 +396,38 @@ def _unique(reports: Sequence[str]) -> tuple[list[str], torch.Tensor]:
 class TextBank:
     """The reports of one split: unique texts, row -> text id, and (frozen encoder) their cached units."""
 
-    def __init__(self, reports: Sequence[str], encoder, frozen: bool, context: str = "report"):
+    def __init__(self, reports: Sequence[str], encoder, frozen: bool, context: str = "report", seed: int = 0):
         self.texts, self.ids = _unique(reports)
-        self.units = None
+        self.units, self.table = None, None
         if frozen and context == "report":
             self.units = encoder.encode_cached(self.texts)
         elif frozen and context == "sentence":
-            self.units = encoder.encode_sentencewise(self.texts)
+            self.table = encoder.sentence_table(self.texts)
+            self.units = self.table.assemble(range(len(self.texts)))
         elif frozen or context != "report":
             raise ValueError(f"afloc text_context={context!r}: use 'report', or 'sentence' with text_mode='frozen'")
+        self.generator = torch.Generator().manual_seed(int(seed))
 
-    def batch(self, rows: torch.Tensor, encoder, device):
-        """The TextUnits of the reports of dataset rows `rows`."""
+    def batch(self, rows: torch.Tensor, encoder, device, keep: float = 1.0):
+        """The TextUnits of the reports of dataset rows `rows`; keep < 1: random sentence subsets (`text_keep`)."""
         tid = self.ids[rows.cpu()]
+        if keep < 1.0 and self.table is not None:
+            return self.table.assemble(tid.tolist(), keep, self.generator).to(device)
+        if keep < 1.0 and self.units is None:  # a fine-tuned encoder reads the recombined text itself
+            return encoder([self._recombine(self.texts[int(t)], keep) for t in tid]).to(device)
+        if keep < 1.0:
+            raise ValueError("afloc text_keep < 1 with a frozen encoder needs text_context='sentence'")
         if self.units is not None:
             return self.units.index(tid).to(device)
         return encoder([self.texts[int(t)] for t in tid]).to(device)
+
+    def _recombine(self, text: str, keep: float) -> str:
+        from baselines.text import split_sentences
+
+        sents = split_sentences(text)
+        order = torch.randperm(len(sents), generator=self.generator)
+        kept = [sents[int(i)] for i in order if torch.rand((), generator=self.generator) < keep]
+        return " ".join(kept or [sents[int(order[0])]])
 
 
 def build_afloc_module(net: AFLocNet, encoder, train_bank: TextBank, val_bank: TextBank | None,
@@ -432,7 +448,8 @@ def build_afloc_module(net: AFLocNet, encoder, train_bank: TextBank, val_bank: T
             if bank is None:  # validation without reports: only the zero-shot AUROC is logged
                 zero = outputs["logits"].sum() * 0.0
                 return zero, {}
-            units = bank.batch(batch["index"], self.encoder_ref[0], outputs["global"].device)
+            keep = float(self.cfg["text_keep"]) if self.training else 1.0
+            units = bank.batch(batch["index"], self.encoder_ref[0], outputs["global"].device, keep)
             proj = self.net.project_text
             t1, t2, t3 = self.cfg["temp1"], self.cfg["temp2"], self.cfg["temp3"]
             logs, loss = {}, outputs["global"].new_zeros(())
@@ -514,6 +531,7 @@ _DEFAULTS: dict[str, Any] = {
     "text_center": False,  # centre/scale frozen text features on the training sentences (ours; frozen only)
     "text_context": "report",  # "sentence": encode each distinct sentence once (frozen encoder only; fast)
     "text_max_words": 64,
+    "text_keep": 1.0,  # < 1: each training report's sentences kept with this probability, shuffled (see docs)
     "text_max_length": 97,
     "text_last_n_layers": 4,
     "temp1": 4.0,
@@ -574,6 +592,11 @@ class AFLoc(Method):
             raise ValueError(f"unknown afloc config keys {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
         if self.config["lr_schedule"] not in {"step", "cosine"}:
             raise ValueError(f"afloc lr_schedule={self.config['lr_schedule']!r}; use 'step' or 'cosine'")
+        keep = self.config["text_keep"]
+        if not (isinstance(keep, (int, float)) and 0.0 < keep <= 1.0):
+            raise ValueError(f"afloc text_keep={keep!r}; use a probability in (0, 1] (1: whole reports)")
+        if keep < 1.0 and self.config["text_mode"] == "frozen" and self.config["text_context"] != "sentence":
+            raise ValueError("afloc text_keep < 1 with text_mode='frozen' needs text_context='sentence'")
         if self.config["text_mode"] not in {"frozen", "finetune"}:
             raise ValueError(f"afloc text_mode={self.config['text_mode']!r}; use 'frozen' or 'finetune'")
         self.net: AFLocNet | None = None
@@ -615,7 +638,7 @@ class AFLoc(Method):
         net = self.build(encoder.dim)
         refresh_prompts(net, encoder, self.config)
         context = self.config["text_context"]
-        train_bank = TextBank(train_reports, encoder, frozen, context)
+        train_bank = TextBank(train_reports, encoder, frozen, context, seed=ctx.seed)
         if self.config["text_center"]:
             if not frozen:
                 raise ValueError("afloc text_center=true needs text_mode='frozen' (fine-tuned features move)")

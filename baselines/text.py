@@ -184,13 +184,12 @@ class TextEncoder(nn.Module):
         )
 
     @torch.no_grad()
-    def encode_sentencewise(self, reports: Sequence[str], batch_size: int = 128) -> TextUnits:
-        """Like `encode_cached`, but each distinct sentence is encoded once, in its own context.
+    def sentence_table(self, reports: Sequence[str], batch_size: int = 128) -> "SentenceTable":
+        """Each distinct sentence of `reports` encoded once, in its own context, plus each report's sentences.
 
-        Words are contextualised within their sentence (not the whole report); a sentence embedding is the
-        mean of its words as before; the report embedding is the word-count-weighted mean of its sentences'
-        token means. Templated reports repeat sentences, so this is ~10x cheaper on SynthCXR (our choice,
-        used with a frozen encoder in the quick preset).
+        Templated reports repeat sentences, so this is ~10x cheaper on SynthCXR than encoding whole reports
+        (our choice, used with a frozen encoder in the quick preset); the table can also assemble sentence
+        subsets of a report (`text_keep`, AFLoc's sentence recombination) without encoding anything again.
         """
         split = [split_sentences(r) for r in reports]
         uniq: dict[str, int] = {}
@@ -198,14 +197,49 @@ class TextEncoder(nn.Module):
             for t in sents:
                 uniq.setdefault(t, len(uniq))
         units = self.encode_cached(list(uniq), batch_size=batch_size)
-        n_words = units.word_mask.sum(1)
+        return SentenceTable(units.words, units.word_mask.sum(1), units.sentences[:, 0], units.report,
+                             [[uniq[t] for t in sents] for sents in split], self.max_words, self.max_sentences)
+
+    @torch.no_grad()
+    def encode_sentencewise(self, reports: Sequence[str], batch_size: int = 128) -> TextUnits:
+        """Like `encode_cached`, but each distinct sentence is encoded once, in its own context.
+
+        Words are contextualised within their sentence (not the whole report); a sentence embedding is the
+        mean of its words as before; the report embedding is the word-count-weighted mean of its sentences'
+        token means.
+        """
+        table = self.sentence_table(reports, batch_size)
+        return table.assemble(range(len(reports)))
+
+
+@dataclass
+class SentenceTable:
+    """Units of distinct sentences ([U,...]) and the sentence ids of each report, so that the TextUnits of
+    any report, or of a random subset of its sentences, are assembled without the encoder."""
+
+    words: torch.Tensor  # [U, W, D] each sentence's words, in its own context
+    n_words: torch.Tensor  # [U] long
+    sentences: torch.Tensor  # [U, D]
+    token_means: torch.Tensor  # [U, D] mean over each sentence's real tokens
+    reports: list[list[int]]  # report -> its sentence ids, in order
+    max_words: int
+    max_sentences: int
+
+    def assemble(self, rows: Sequence[int], keep: float = 1.0, generator: torch.Generator | None = None) -> TextUnits:
+        """The TextUnits of reports `rows`; with keep < 1 each sentence survives with probability `keep`
+        (at least one per report) and the survivors are shuffled (AFLoc's random sentence recombination)."""
         words_all, sents_all, reps = [], [], []
-        for sents in split:
-            ids = [uniq[t] for t in sents]
-            words_all.append(torch.cat([units.words[i, : n_words[i]] for i in ids])[: self.max_words])
-            sents_all.append(torch.stack([units.sentences[i, 0] for i in ids])[: self.max_sentences])
-            w = n_words[ids].float().clamp(min=1)
-            reps.append((units.report[ids] * w[:, None]).sum(0) / w.sum())
-        words, word_mask = _pad(words_all, self.dim)
-        sentences, sentence_mask = _pad(sents_all, self.dim)
+        for r in rows:
+            ids = self.reports[int(r)]
+            if keep < 1.0 and len(ids) > 1:
+                order = torch.randperm(len(ids), generator=generator)
+                kept = order[torch.rand(len(ids), generator=generator)[order] < keep]
+                ids = [ids[int(i)] for i in (kept if len(kept) else order[:1])]
+            words_all.append(torch.cat([self.words[i, : self.n_words[i]] for i in ids])[: self.max_words])
+            sents_all.append(self.sentences[ids][: self.max_sentences])
+            w = self.n_words[ids].float().clamp(min=1)
+            reps.append((self.token_means[ids] * w[:, None]).sum(0) / w.sum())
+        dim = self.sentences.shape[1]
+        words, word_mask = _pad(words_all, dim)
+        sentences, sentence_mask = _pad(sents_all, dim)
         return TextUnits(words, word_mask, sentences, sentence_mask, torch.stack(reps))

@@ -156,6 +156,40 @@ def test_bad_configs_and_states_are_clear_errors(tmp_path):
             ToyReports(4, 0), None, FitContext(checkpoint_dir=tmp_path / "f"))
     with pytest.raises(FileNotFoundError, match="image_weights"):
         create_method("afloc", {**TINY, "image_weights": str(tmp_path / "r.pth")}).build(384)
+    for bad in (0.0, 1.5, "half"):
+        with pytest.raises(ValueError, match="text_keep"):
+            create_method("afloc", {**TINY, "text_keep": bad})
+    with pytest.raises(ValueError, match="text_context='sentence'"):
+        create_method("afloc", {**TINY, "text_keep": 0.5, "text_context": "report"})
+
+
+def test_sentence_recombination_trains_on_sentence_subsets(tmp_path):
+    """text_keep < 1: training batches see random sentence subsets of their reports (frozen sentence
+    table, and the fine-tuned path that re-reads recombined text); validation keeps whole reports."""
+    from baselines.afloc import TextBank
+
+    class Enc:  # records what a fine-tuned encoder is asked to read
+        def __init__(self):
+            self.seen = []
+
+        def __call__(self, texts):
+            self.seen.extend(texts)
+            raise StopIteration
+
+    reports = ["A one. B two. C three.", "D four."]
+    bank = TextBank(reports, None, frozen=False, seed=0)
+    enc, subsets = Enc(), set()
+    for _ in range(40):
+        with pytest.raises(StopIteration):
+            bank.batch(torch.tensor([0, 1]), enc, "cpu", keep=0.5)
+    for text in enc.seen[0::2]:
+        sents = text.split(". ")
+        assert 1 <= len(sents) <= 3 and set(s.rstrip(".") + "." for s in sents) <= {"A one.", "B two.", "C three."}
+        subsets.add(frozenset(sents))
+    assert len(subsets) > 3 and set(enc.seen[1::2]) == {"D four."}
+    method = create_method("afloc", {**TINY, "text_context": "sentence", "text_keep": 0.5})
+    method.fit(ToyReports(16, 0), ToyReports(8, 1), FitContext(checkpoint_dir=tmp_path, seed=0))
+    assert method.config["text_keep"] == 0.5 and method.predict(ToyReports(4, 2).images).shape == (4, 14)
 
 
 def test_cosine_schedule_warms_up_and_decays_to_zero(tmp_path):

@@ -76,3 +76,52 @@ def test_sentencewise_units_assemble_per_sentence_encodings(encoder):
     w = torch.tensor([n0, n1, n0], dtype=torch.float32)
     expect = (torch.stack([parts.report[0], parts.report[1], parts.report[0]]) * w[:, None]).sum(0) / w.sum()
     assert torch.allclose(units.report[0], expect, atol=1e-4)
+
+
+def _toy_table():
+    """Three one-hot 'sentences' with 1, 2 and 3 words; report 0 = sentences [0, 1, 2], report 1 = [1]."""
+    from baselines.text import SentenceTable
+
+    n_words = torch.tensor([1, 2, 3])
+    words = torch.zeros(3, 3, 4)
+    for i, n in enumerate(n_words.tolist()):
+        words[i, :n, i] = 1.0
+    sentences = torch.eye(4)[:3] * 2.0
+    token_means = torch.eye(4)[:3]
+    return SentenceTable(words, n_words, sentences, token_means, [[0, 1, 2], [1]], max_words=64, max_sentences=12)
+
+
+def test_sentence_table_whole_reports_by_hand():
+    units = _toy_table().assemble([0, 1])
+    assert units.word_mask.sum(1).tolist() == [6, 2] and units.sentence_mask.sum(1).tolist() == [3, 1]
+    # report = word-count-weighted mean of the sentences' token means: (1*e0 + 2*e1 + 3*e2) / 6
+    assert torch.allclose(units.report[0], torch.tensor([1 / 6, 2 / 6, 3 / 6, 0.0]))
+    assert torch.allclose(units.report[1], torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    assert torch.equal(units.sentences[0, :3], torch.eye(4)[:3] * 2.0)
+
+
+def test_sentence_subsets_keep_whole_sentences_and_at_least_one():
+    table = _toy_table()
+    gen = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(200):
+        units = table.assemble([0], keep=0.5, generator=gen)
+        kept = units.sentences[0, units.sentence_mask[0]].argmax(1).tolist()
+        assert 1 <= len(kept) <= 3 and len(set(kept)) == len(kept)
+        seen.add(tuple(sorted(kept)))
+        # the words and the report are those of the kept sentences only
+        n = sum(table.n_words[k].item() for k in kept)
+        assert int(units.word_mask[0].sum()) == n
+        assert set(units.words[0, units.word_mask[0]].argmax(1).tolist()) == set(kept)
+        w = torch.tensor([float(table.n_words[k]) for k in kept])
+        assert torch.allclose(units.report[0], (table.token_means[kept] * w[:, None]).sum(0) / w.sum())
+    assert len(seen) == 7  # every non-empty subset of three sentences turns up
+    one = table.assemble([1], keep=0.01, generator=gen)  # a one-sentence report is never emptied
+    assert int(one.sentence_mask[0].sum()) == 1
+
+
+def test_sentence_subsets_are_reproducible_from_the_seed():
+    table = _toy_table()
+    a = table.assemble([0, 0, 0], keep=0.5, generator=torch.Generator().manual_seed(3))
+    b = table.assemble([0, 0, 0], keep=0.5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.sentence_mask, b.sentence_mask) and torch.equal(a.report, b.report)

@@ -313,3 +313,19 @@ def test_failed_methods_of_a_run_are_listed_in_the_markdown_and_html(tmp_path):
     expected = "broken (fit stage: ValueError: weights file w.pt is truncated)"
     assert expected in (out / "report.md").read_text()
     assert expected in (out / "index.html").read_text()
+
+
+def test_figures_are_byte_reproducible(tmp_path, monkeypatch):
+    """The same figure saved on two different days gives identical PNG and PDF bytes (no creation date):
+    regenerating an unchanged report changes no file in git."""
+    import matplotlib.pyplot as plt
+
+    from wsl_bench.report.figures import save_figure
+
+    for out, day in ((tmp_path / "a", "1700000000"), (tmp_path / "b", "1800000000")):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", day)  # what matplotlib would stamp as the creation date
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        save_figure(fig, out, "line")
+    for ext in ("png", "pdf"):
+        assert (tmp_path / "a" / f"line.{ext}").read_bytes() == (tmp_path / "b" / f"line.{ext}").read_bytes()
