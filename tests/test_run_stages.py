@@ -224,3 +224,18 @@ def test_an_nih_layout_folder_runs_end_to_end(demo_method, tmp_path):
     # no lung masks in NIH items: prior-lung falls back to the atlas of the real masks
     state = json.loads((tmp_path / "run" / "checkpoints" / "prior-lung" / "prior.json").read_text())
     assert np.allclose(np.asarray(state["map"], np.float32), lung_atlas(64))
+
+
+def test_a_changed_cohort_behind_the_same_config_rewrites_the_ground_truth(done_run, demo_method, tmp_path, monkeypatch):
+    """A new SynthCXR renderer (same config, new fingerprint): the data tables are rewritten and every fit
+    redone, never scored against the old cohort's boxes."""
+    import wsl_bench.data.synth.config as synth_config
+
+    out = fresh_copy(done_run[0], tmp_path / "renderer")
+    old_fp = json.loads((out / "manifest.json").read_text())["data_fingerprint"]
+    monkeypatch.setattr(synth_config, "RENDERER_VERSION", "test-bump")
+    log = Log()
+    R.execute(small_config(demo_method), out, log=log)
+    assert any(m.startswith("data: writing") for m in log) and f"fit: {demo_method}" in log
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["data_fingerprint"] != old_fp

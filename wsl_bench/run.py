@@ -866,10 +866,13 @@ def basic_report_md(run: Run, threshold: str = "0.3") -> str:
 
 
 def stage_keys(run: Run, data_fingerprint: str | None = None) -> dict[str, str]:
-    """Stage keys for the parts that do not depend on upstream outputs (data and fit)."""
+    """Stage keys for the parts that do not depend on upstream outputs (data and fit).
+
+    The data stage's key includes the cohort fingerprint (SynthCXR's carries the renderer version), so a
+    resumed folder rewrites its ground-truth tables when the cohort behind the same config changed."""
     cfg = run.config
     data_key = config_hash({"data": cfg["data"], "seed": cfg["seed"]})
-    keys = {"data": data_key}
+    keys = {"data": config_hash({"data": data_key, "fp": data_fingerprint})}
     for m, spec in cfg["methods"].items():
         keys[f"fit/{m}"] = config_hash({"data": data_key, "fp": data_fingerprint, "method": spec, "fit": cfg["fit"], "seed": cfg["seed"]})
     return keys
