@@ -238,4 +238,4 @@ def test_a_changed_cohort_behind_the_same_config_rewrites_the_ground_truth(done_
     R.execute(small_config(demo_method), out, log=log)
     assert any(m.startswith("data: writing") for m in log) and f"fit: {demo_method}" in log
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["data_fingerprint"] != old_fp
+    assert manifest["data_fingerprint"] != old_fp and manifest["data_info"]["renderer_version"] == "test-bump"

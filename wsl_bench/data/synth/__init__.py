@@ -19,6 +19,7 @@ import torch
 from wsl_bench.data import assets
 from wsl_bench.data.schema import BOX_COLUMNS, Cohort
 from wsl_bench.data.synth.anatomy import AnatomyBank, build_bank
+from wsl_bench.data.synth import config as synth_config
 from wsl_bench.data.synth.config import CONFOUNDERS, RENDERER_VERSION, SynthConfig
 from wsl_bench.data.synth.dataset import (
     SPLITS, LesionMaskStore, SynthDataset, load_split_arrays, save_split_arrays, write_cache,
@@ -170,7 +171,7 @@ def load_synth(cfg: SynthConfig | None = None, cache_dir: str | os.PathLike | No
     info = {
         "dataset": "synth",
         "config": cfg.to_dict(),
-        "renderer_version": RENDERER_VERSION,
+        "renderer_version": synth_config.RENDERER_VERSION,  # read at call time, like the fingerprint
         "n_images": {s: len(splits[s]) for s in SPLITS},
         "n_boxes": int(len(splits["test"].boxes)),
         "boxes_per_label": {str(k): int(v) for k, v in splits["test"].boxes.groupby("label").size().items()},
