@@ -422,12 +422,10 @@ class TextBank:
         return encoder([self.texts[int(t)] for t in tid]).to(device)
 
     def _recombine(self, text: str, keep: float) -> str:
-        from baselines.text import split_sentences
+        from baselines.text import sentence_subset, split_sentences
 
         sents = split_sentences(text)
-        order = torch.randperm(len(sents), generator=self.generator)
-        kept = [sents[int(i)] for i in order if torch.rand((), generator=self.generator) < keep]
-        return " ".join(kept or [sents[int(order[0])]])
+        return " ".join(sents[i] for i in sentence_subset(len(sents), keep, self.generator))
 
 
 def build_afloc_module(net: AFLocNet, encoder, train_bank: TextBank, val_bank: TextBank | None,
@@ -593,7 +591,7 @@ class AFLoc(Method):
         if self.config["lr_schedule"] not in {"step", "cosine"}:
             raise ValueError(f"afloc lr_schedule={self.config['lr_schedule']!r}; use 'step' or 'cosine'")
         keep = self.config["text_keep"]
-        if not (isinstance(keep, (int, float)) and 0.0 < keep <= 1.0):
+        if isinstance(keep, bool) or not (isinstance(keep, (int, float)) and 0.0 < keep <= 1.0):
             raise ValueError(f"afloc text_keep={keep!r}; use a probability in (0, 1] (1: whole reports)")
         if keep < 1.0 and self.config["text_mode"] == "frozen" and self.config["text_context"] != "sentence":
             raise ValueError("afloc text_keep < 1 with text_mode='frozen' needs text_context='sentence'")

