@@ -39,7 +39,7 @@ def sentence_subset(n: int, keep: float, generator: torch.Generator | None = Non
     if keep >= 1.0 or n <= 1:
         return list(range(n))
     order = torch.randperm(n, generator=generator)
-    kept = order[torch.rand(n, generator=generator)[order] < keep]
+    kept = order[torch.rand(n, generator=generator) < keep]
     return (kept if len(kept) else order[:1]).tolist()
 
 
@@ -197,9 +197,11 @@ class TextEncoder(nn.Module):
     def sentence_table(self, reports: Sequence[str], batch_size: int = 128) -> "SentenceTable":
         """Each distinct sentence of `reports` encoded once, in its own context, plus each report's sentences.
 
-        Templated reports repeat sentences, so this is ~10x cheaper on SynthCXR than encoding whole reports
-        (our choice, used with a frozen encoder in the quick preset); the table can also assemble sentence
-        subsets of a report (`text_keep`, AFLoc's sentence recombination) without encoding anything again.
+        Words are contextualised within their sentence (not the whole report); `SentenceTable.assemble`
+        gives a report's units: its sentences' words, each sentence the mean of its words, and the report
+        the word-count-weighted mean of its sentences' token means. Templated reports repeat sentences, so
+        this is ~10x cheaper on SynthCXR than encoding whole reports (our choice, used with a frozen encoder
+        in the quick preset), and sentence subsets (`text_keep`) need no new encoding.
         """
         split = [split_sentences(r) for r in reports]
         uniq: dict[str, int] = {}
@@ -209,17 +211,6 @@ class TextEncoder(nn.Module):
         units = self.encode_cached(list(uniq), batch_size=batch_size)
         return SentenceTable(units.words, units.word_mask.sum(1), units.sentences[:, 0], units.report,
                              [[uniq[t] for t in sents] for sents in split], self.max_words, self.max_sentences)
-
-    @torch.no_grad()
-    def encode_sentencewise(self, reports: Sequence[str], batch_size: int = 128) -> TextUnits:
-        """Like `encode_cached`, but each distinct sentence is encoded once, in its own context.
-
-        Words are contextualised within their sentence (not the whole report); a sentence embedding is the
-        mean of its words as before; the report embedding is the word-count-weighted mean of its sentences'
-        token means.
-        """
-        table = self.sentence_table(reports, batch_size)
-        return table.assemble(range(len(reports)))
 
 
 @dataclass

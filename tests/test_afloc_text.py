@@ -67,7 +67,7 @@ def test_sentencewise_units_assemble_per_sentence_encodings(encoder):
 
     report = "Heart size is normal. Small left pleural effusion. Heart size is normal."
     assert split_sentences(report) == ["Heart size is normal.", "Small left pleural effusion.", "Heart size is normal."]
-    units = encoder.encode_sentencewise([report, "Cardiomegaly."])
+    units = encoder.sentence_table([report, "Cardiomegaly."]).assemble(range(2))
     parts = encoder(["Heart size is normal.", "Small left pleural effusion."])
     n0, n1 = int(parts.word_mask[0].sum()), int(parts.word_mask[1].sum())
     assert int(units.word_mask[0].sum()) == 2 * n0 + n1 and int(units.sentence_mask[0].sum()) == 3

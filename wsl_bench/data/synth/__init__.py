@@ -20,7 +20,7 @@ from wsl_bench.data import assets
 from wsl_bench.data.schema import BOX_COLUMNS, Cohort
 from wsl_bench.data.synth.anatomy import AnatomyBank, build_bank
 from wsl_bench.data.synth import config as synth_config
-from wsl_bench.data.synth.config import CONFOUNDERS, RENDERER_VERSION, SynthConfig
+from wsl_bench.data.synth.config import CONFOUNDERS, SynthConfig
 from wsl_bench.data.synth.dataset import (
     SPLITS, LesionMaskStore, SynthDataset, load_split_arrays, save_split_arrays, write_cache,
 )
