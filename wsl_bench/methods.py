@@ -54,6 +54,9 @@ class Method(abc.ABC):
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     trainable: ClassVar[bool] = True
+    # The family the report groups this method with in its figures (e.g. "cam", "vit"); empty: the
+    # last part of the class's module name (`family_of_module`).
+    family: ClassVar[str] = ""
     # Config overrides per preset ("quick": SynthCXR at 128 px on CPU; "paper": NIH at paper settings).
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     # Component name -> config overrides that remove it; `wsl-bench run --ablate a,b` trains one
@@ -99,6 +102,25 @@ class MethodInfo:
     description: str
     paper: str
     defaults: dict[str, Any]
+
+    @property
+    def family(self) -> str:
+        """The method's family: the class's `family`, else the last part of its module name."""
+        return self.cls.family or family_of_module(self.cls.__module__)
+
+
+# Module names too generic to name a family: the package above them does (clarity.method -> "clarity").
+_GENERIC_MODULES = frozenset({"method", "methods", "model", "models", "core", "main", "__init__", "__main__"})
+
+
+def family_of_module(module: str) -> str:
+    """"baselines.cam" -> "cam"; "clarity.method" -> "clarity" (a generic last part names its package)."""
+    parts = [p for p in module.split(".") if p]
+    if not parts:
+        return ""
+    if parts[-1] in _GENERIC_MODULES and len(parts) > 1:
+        return parts[-2] if parts[-2] not in _GENERIC_MODULES else parts[0]
+    return parts[-1]
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
