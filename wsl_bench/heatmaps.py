@@ -18,16 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
+from wsl_bench.images import DEFAULT_MAX_PIXELS, check_pixels, max_pixels
 from wsl_bench.io import atomic_path
 from wsl_bench.labels import finding_to_box
 
 KEY_SEP = "::"
 # Reserved entry holding the image sizes as JSON; map keys never start with "__".
 _SIZES_ENTRY = "__image_sizes__"
-# Read limits: a map larger than 8192 x 8192 pixels, or an image-size table over 256 MiB, is refused
-# before any memory is allocated for it (a header can claim any shape).
-MAX_MAP_PIXELS = 8192 * 8192
-MAX_SIZES_BYTES = 256 << 20
+# Read limits: a map or image size over `wsl_bench.images.max_pixels()` (4096 x 4096 unless
+# $WSL_BENCH_MAX_PIXELS says otherwise), or an image-size table over 32 MiB, is refused before any memory
+# is allocated for it (a header can claim any shape). MAX_MAP_PIXELS is the default limit.
+MAX_MAP_PIXELS = DEFAULT_MAX_PIXELS
+MAX_SIZES_BYTES = 32 << 20
 
 
 def bundle_key(image_id: str, label: str) -> str:
@@ -73,7 +75,7 @@ def _check_size(key: str, size) -> tuple[int, int]:
         raise ValueError(f"image size for {key!r} must be (height, width), got {size!r}") from None
     if h < 1 or w < 1:
         raise ValueError(f"image size for {key!r} must be positive, got {(h, w)}")
-    return h, w
+    return check_pixels(h, w, f"image size for {key!r}")
 
 
 def write_bundle(
@@ -137,7 +139,7 @@ class HeatmapBundle(Mapping):
         if _SIZES_ENTRY in self._members:
             self.image_sizes = self._read_sizes()
 
-    def _read_array(self, key: str, *, kinds: str, ndim: int, max_bytes: int) -> np.ndarray:
+    def _read_array(self, key: str, *, kinds: str, ndim: int, max_bytes: int, max_items: int | None = None) -> np.ndarray:
         """The array stored under `key`, after checking its header; any failure names file and key."""
         where = f"{self.path}: entry {key!r}"
         try:
@@ -156,7 +158,11 @@ class HeatmapBundle(Mapping):
                     raise ValueError(f"has dtype {dtype}, expected numbers")
                 if len(shape) != ndim:
                     raise ValueError(f"expected a {ndim}-D array, got shape {tuple(shape)}")
-                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                n_items = int(np.prod(shape, dtype=object))
+                if max_items is not None and n_items > max_items:
+                    raise ValueError(f"shape {tuple(shape)} is larger than the limit of {max_items} pixels "
+                                     "($WSL_BENCH_MAX_PIXELS raises it)")
+                nbytes = n_items * dtype.itemsize
                 if nbytes > max_bytes:
                     raise ValueError(f"shape {tuple(shape)} is larger than the limit of {max_bytes} bytes")
                 if info.file_size - fh.tell() < nbytes:
@@ -185,9 +191,11 @@ class HeatmapBundle(Mapping):
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._keyset:
             raise KeyError(key)
-        arr = self._read_array(key, kinds="biuf", ndim=2, max_bytes=MAX_MAP_PIXELS * 8)
-        if arr.size > MAX_MAP_PIXELS:
-            raise ValueError(f"{self.path}: heatmap {key!r} has {arr.size} pixels (limit {MAX_MAP_PIXELS})")
+        limit = max_pixels()
+        arr = self._read_array(key, kinds="biuf", ndim=2, max_bytes=limit * 8, max_items=limit)
+        if arr.size > limit:
+            raise ValueError(f"{self.path}: heatmap {key!r} has {arr.size} pixels (limit {limit}; "
+                             "$WSL_BENCH_MAX_PIXELS raises it)")
         try:
             return check_map(key, arr)
         except ValueError as exc:

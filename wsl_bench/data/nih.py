@@ -130,26 +130,16 @@ def read_png_header(path: Path) -> tuple[int, int]:
 
 
 def decode_png(path: Path, size: int | None) -> np.ndarray:
-    """8-bit grayscale uint8 [H,W] (RGBA/RGB/16-bit converted), resized to size x size if given."""
-    from PIL import Image
+    """8-bit grayscale uint8 [H,W] (RGBA/RGB/16-bit converted), resized to size x size if given.
+
+    Decoded by the suite's one image reader (`wsl_bench.images.read_grey`, shared with `wsl-bench explain`)."""
+    from wsl_bench.images import ImageError, read_grey
 
     read_png_header(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                arr = (255 * arr / max(arr.max(), 1)).astype(np.uint8)
-                im = Image.fromarray(arr)
-            elif im.mode != "L":
-                im = im.convert("L")
-            if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
-            return np.asarray(im, dtype=np.uint8)
-    except NIHDataError:
-        raise
-    except Exception as exc:  # PIL raises many types for damaged files
-        raise NIHDataError(f"{path}: cannot decode image ({exc}); re-extract it from the official archive or pass --skip-bad") from None
+        return read_grey(path, size)
+    except ImageError as exc:
+        raise NIHDataError(f"{exc}; re-extract it from the official archive or pass --skip-bad") from None
 
 
 class NIHDataset(CXRDataset):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from wsl_bench.heatmaps import bundle_key, check_map
+from wsl_bench.images import check_pixels
 from wsl_bench.io import atomic_path, write_json
 from wsl_bench.localize.geometry import overlaps, xywh_to_xyxy
 from wsl_bench.localize.maps import prepare, single_thread, working_size
@@ -99,6 +100,7 @@ def _size_lookup(image_sizes, maps):
         if int(image_sizes) < 1:
             raise ValueError(f"image size must be positive, got {image_sizes}")
         n = int(image_sizes)
+        check_pixels(n, n, "image size (--image-size)")  # refused before any map is upsampled to it
         return lambda image_id: (n, n)
 
     def lookup(image_id: str) -> tuple[int, int]:
@@ -106,7 +108,7 @@ def _size_lookup(image_sizes, maps):
             h, w = image_sizes[image_id]
         except KeyError:
             raise ValueError(f"no image size for image {image_id!r}; add it to image_sizes or pass one --image-size") from None
-        return int(h), int(w)
+        return check_pixels(h, w, f"image size of {image_id!r}")
 
     return lookup
 
