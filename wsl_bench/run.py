@@ -37,7 +37,16 @@ from wsl_bench.io import atomic_path, sha256_file, write_json, write_text
 from wsl_bench.labels import BOX_FINDING_INDICES, BOX_FINDINGS, FINDINGS
 from wsl_bench.methods import FitContext, create_method, get_method_info, resolve_config
 
-REFERENCE_METHODS: tuple[str, ...] = ("prior-center", "prior-lung", "random")
+from wsl_bench.metrics.run_sanity import (
+    SANITY_KEYS,
+    randomization_stage,
+    run_sanity_summary,
+    sanity_inputs,
+    wants_randomization,
+)
+from wsl_bench.metrics.sanity import CEILING_REFERENCES, GUESS_REFERENCES
+
+REFERENCE_METHODS: tuple[str, ...] = GUESS_REFERENCES + CEILING_REFERENCES
 DEFAULT_METHODS: tuple[str, ...] = ("clarity", "gradcam")
 
 # Run presets: data, the method preset each maps to, and stage settings. `tiny` is for tests and smoke runs.
@@ -47,7 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"name": "synth", "image_size": 128},
         "fit": {"max_epochs": None, "batch_size": None, "num_workers": 0},
         "explain": {"batch_size": 32},
-        "score": {"policy": "wang2017", "n_boot": 1000},
+        "score": {"policy": "wang2017", "n_boot": 1000, "sanity": True, "sanity_images": 16},
         "report": {"full": True},
     },
     "paper": {
@@ -55,7 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"name": "nih", "image_size": 224, "val_fraction": 0.1, "skip_bad": False},
         "fit": {"max_epochs": None, "batch_size": None, "num_workers": 8},
         "explain": {"batch_size": 64},
-        "score": {"policy": "wang2017", "n_boot": 1000},
+        "score": {"policy": "wang2017", "n_boot": 1000, "sanity": True, "sanity_images": 16},
         "report": {"full": True},
     },
     "tiny": {
@@ -63,7 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"name": "synth", "image_size": 32, "generate_size": 64, "n_train": 160, "n_val": 48, "n_test": 64},
         "fit": {"max_epochs": 1, "batch_size": 32, "num_workers": 0},
         "explain": {"batch_size": 16},
-        "score": {"policy": "wang2017", "n_boot": 50},
+        "score": {"policy": "wang2017", "n_boot": 50, "sanity": True, "sanity_images": 16},
         "report": {"full": True},
     },
 }
@@ -145,8 +154,11 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def select_methods(methods: list[str] | None) -> list[str]:
-    """The user's methods (default: clarity, gradcam where registered) plus the sanity references."""
+def select_methods(methods: list[str] | None, data: str = "synth") -> list[str]:
+    """The user's methods (default: clarity, gradcam where registered) plus the sanity references.
+
+    The guesses always; the supervised ceiling (`oracle-seg`) only on SynthCXR, the cohort with exact
+    lesion masks."""
     from wsl_bench.methods import available_methods
 
     registered = available_methods()
@@ -161,7 +173,11 @@ def select_methods(methods: list[str] | None) -> list[str]:
                 chosen.append(m)
             else:
                 warnings.warn(f"default method {m!r} is not registered yet; running without it", stacklevel=2)
-    return chosen + [r for r in REFERENCE_METHODS if r not in chosen]
+    refs = list(GUESS_REFERENCES) + (list(CEILING_REFERENCES) if data == "synth" else [])
+    for r in refs:
+        if r not in registered:
+            warnings.warn(f"reference method {r!r} is not registered; running without it", stacklevel=2)
+    return chosen + [r for r in refs if r not in chosen and r in registered]
 
 
 def build_config(
@@ -176,6 +192,11 @@ def build_config(
     hardware: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The full, resolved run config (what config.yaml holds)."""
+    from wsl_bench.settings import check_run_inputs
+
+    # every setting checked first, all at once (one SettingsError listing each problem; nothing is replaced)
+    check_run_inputs(methods, data=data, root=root, preset=preset, seed=seed, ablate=ablate, overrides=overrides,
+                     hardware=hardware)
     if preset not in PRESETS:
         raise RunError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     base = copy.deepcopy(PRESETS[preset])
@@ -208,7 +229,7 @@ def build_config(
     if not isinstance(cfg["fit"].get("compile", False), (bool, str)):
         raise RunError("fit.compile must be true, false or a torch.compile backend name, e.g. --set fit.compile=aot_eager")
 
-    names = select_methods(methods)
+    names = select_methods(methods, cfg["data"]["name"])
     unknown = set(method_overrides) - set(names)
     if unknown:
         raise RunError(f"--set methods.{sorted(unknown)[0]}...: that method is not in this run ({', '.join(names)})")
@@ -764,10 +785,31 @@ def explain_stage(run: Run, cohort, name: str, key: str) -> None:
     shutil.rmtree(hdir / f"{name}.parts", ignore_errors=True)
 
 
+def scoring_order(config: dict[str, Any]) -> list[str]:
+    """Methods in run order, the guesses first: every other method's gain over a guess reads their scores."""
+    order = config["methods_order"]
+    guesses = [m for m in order if config["methods"][m]["registry"] in GUESS_REFERENCES]
+    return guesses + [m for m in order if m not in guesses]
+
+
+def sanity_key(run: Run, name: str, explain_key: str) -> str | None:
+    """The randomisation stage's key (None when the test does not apply to this method)."""
+    if not wants_randomization(run.config, name):
+        return None
+    sc = run.config["score"]
+    return config_hash({"explain": explain_key, "images": sc.get("sanity_images", 16), "seed": run.config["seed"]})
+
+
+def sanity_inputs_digest(run: Run, name: str) -> dict[str, str]:
+    """The score stage's key part for what the sanity summary reads besides the bundle."""
+    inputs = sanity_inputs(run, name)
+    return {"sanity_inputs": config_hash(inputs)} if inputs else {}
+
+
 def score_stage(run: Run, name: str, key: str) -> None:
     """Score one method's bundle against the test boxes into scores/<name>/ (swapped in atomically)."""
     from wsl_bench.heatmaps import read_bundle
-    from wsl_bench.metrics import score
+    from wsl_bench.metrics import score, write_result
 
     data = run.dir / "data"
     images = pd.read_csv(data / "images.csv", dtype={"image_id": str, "patient_id": str})
@@ -781,16 +823,22 @@ def score_stage(run: Run, name: str, key: str) -> None:
         with np.load(data / "masks.npz", allow_pickle=False) as z:
             masks = {k: z[k] for k in z.files}
     sc = run.config["score"]
-    options = {k: v for k, v in sc.items() if k not in ("policy", "n_boot")}
+    options = {k: v for k, v in sc.items() if k not in ("policy", "n_boot", *SANITY_KEYS)}
     t0 = time.perf_counter()
     final = run.dir / "scores" / name
     tmp = run.dir / "scores" / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     with read_bundle(run.dir / "heatmaps" / f"{name}.npz") as bundle:
-        score(
+        result = score(
             bundle, boxes, sizes, policy=sc["policy"], patients=patients, probs=probs, labels=labels, masks=masks,
-            seed=run.config["seed"], n_boot=int(sc["n_boot"]), out_dir=tmp, **options,
+            seed=run.config["seed"], n_boot=int(sc["n_boot"]), **options,
         )
+        if sc.get("sanity", True):
+            t_sanity = time.perf_counter()
+            result.summary["sanity"] = run_sanity_summary(run, name, bundle, result, sizes)
+            run.manifest.setdefault("timings", {}).setdefault(name, {})["sanity_score_s"] = round(
+                time.perf_counter() - t_sanity, 3)
+    write_result(result, tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     run.manifest.setdefault("timings", {}).setdefault(name, {})["score_s"] = round(time.perf_counter() - t0, 3)
@@ -950,7 +998,7 @@ def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = p
             return None
 
         score_keys = []
-        for m in config["methods_order"]:
+        for m in scoring_order(config):
             if m in failures:
                 continue
             ekey = config_hash({"fit": keys[f"fit/{m}"], "ckpt": run.files_digest(f"fit/{m}"), "explain": config["explain"]})
@@ -960,7 +1008,15 @@ def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = p
                     explain_stage(run, cohort, m, ekey)
                 if m in failures:
                     continue
-            skey = config_hash({"explain": ekey, "maps": run.files_digest(f"explain/{m}"), "data": run.files_digest("data"), "score": config["score"]})
+            rkey = sanity_key(run, m, ekey)
+            if rkey is not None and not run.is_done(f"randomization/{m}", rkey):
+                log(f"randomization test: {m}")
+                with _method_stage(run, failures, m, "randomization"):
+                    randomization_stage(run, cohort, m, rkey)
+                if m in failures:
+                    continue
+            skey = config_hash({"explain": ekey, "maps": run.files_digest(f"explain/{m}"), "data": run.files_digest("data"),
+                                "score": config["score"], **sanity_inputs_digest(run, m)})
             if not run.is_done(f"score/{m}", skey):
                 log(f"score: {m}")
                 with _method_stage(run, failures, m, "score"):
