@@ -5,8 +5,11 @@ greater, as cv2.threshold's THRESH_BINARY used by wsolevaluation), in pixel-edge
 ``x0, y0, x1, y1`` with exclusive ends: a component spanning columns c0..c1 gives x0=c0, x1=c1+1.
 8-connectivity matches the outer contours of cv2.findContours; holes do not make boxes.
 
-Superlevel sets are nested, so thresholds are processed in increasing order and each pass only
-looks at the bounding box of the previous foreground; this is what makes sweeps affordable.
+Two exact ways to the same boxes: a map upsampled from a smaller one (`source_shape` given) goes
+through `wsl_bench.localize.tiles` (all thresholds in one pass, checked on the actual pixels);
+otherwise, or when those checks fail, or when component areas are needed, each threshold is
+labelled. Superlevel sets are nested, so thresholds are processed in increasing order and each
+labelling pass only looks at the bounding box of the previous foreground.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from wsl_bench.localize.tiles import tiled_candidates
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -56,11 +61,25 @@ def empty_candidates() -> Candidates:
     return Candidates(np.zeros((0, 4), np.float64), np.zeros(0, np.float64), np.zeros(0, np.int64))
 
 
-def threshold_candidates(norm: np.ndarray, thresholds, need_area: bool = False) -> Candidates:
-    """All component boxes of ``norm > t`` for each t in `thresholds` (must be increasing)."""
+def threshold_candidates(norm: np.ndarray, thresholds, need_area: bool = False, source_shape=None) -> Candidates:
+    """All component boxes of ``norm > t`` for each t in `thresholds` (must be increasing).
+
+    `source_shape`: the shape of the map `norm` was upsampled from (bilinear, `maps.upsample`), if
+    any; it selects the one-pass tiled path, whose boxes equal the per-threshold labelling's.
+    """
     thr = np.asarray(thresholds, dtype=np.float64).ravel()
     if thr.size > 1 and np.any(np.diff(thr) <= 0):
         raise ValueError(f"thresholds must be strictly increasing, got {thr.tolist()}")
+    if source_shape is not None and not need_area and thr.size:
+        tiled = tiled_candidates(norm, thr, source_shape)
+        if tiled is not None:
+            boxes, level = tiled
+            return Candidates(boxes, np.zeros(len(boxes), np.float64), level)
+    return labelled_candidates(norm, thr, need_area)
+
+
+def labelled_candidates(norm: np.ndarray, thr: np.ndarray, need_area: bool = False) -> Candidates:
+    """The per-threshold path: label ``norm > t`` (8-connected) inside the previous foreground's box."""
     boxes, areas, levels = [], [], []
     r0, c0 = 0, 0
     sub = norm

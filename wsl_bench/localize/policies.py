@@ -48,12 +48,13 @@ class BoxPolicy:
             if not (0.0 <= float(t) < 1.0):
                 raise ValueError(f"threshold tau must be in [0, 1), got {t}")
 
-    def candidates(self, norm: np.ndarray, informative: bool = True) -> Candidates:
-        """Candidate boxes in `norm`'s pixel grid (empty for a constant map)."""
+    def candidates(self, norm: np.ndarray, informative: bool = True, source_shape=None) -> Candidates:
+        """Candidate boxes in `norm`'s pixel grid (empty for a constant map). `source_shape`: the
+        shape of the map `norm` was upsampled from, if any (a faster path to the same boxes)."""
         if not informative:
             return empty_candidates()
         largest = self.components == "largest"
-        c = threshold_candidates(norm, sorted(self.thresholds), need_area=largest)
+        c = threshold_candidates(norm, sorted(self.thresholds), need_area=largest, source_shape=source_shape)
         return c.largest_per_level() if largest else c
 
     def describe(self) -> dict:
@@ -75,17 +76,19 @@ def sweep_overlaps(
     image_size: tuple[int, int],
     grid=SWEEP_GRID,
     rules=COMPONENT_RULES,
+    source_shape=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best IoU and IoBB of each gt box at every grid threshold, per rule: two arrays [rules, m, K].
 
     `norm` may be on a coarser working grid than the image; boxes are scaled to image pixels.
+    `source_shape`: the shape of the map `norm` was upsampled from, if any (see `threshold_candidates`).
     """
     m, k = len(gt_xyxy), len(grid)
     iou_out = np.zeros((len(rules), m, k))
     iobb_out = np.zeros((len(rules), m, k))
     if not informative or m == 0:
         return iou_out, iobb_out
-    c = threshold_candidates(norm, grid, need_area="largest" in rules)
+    c = threshold_candidates(norm, grid, need_area="largest" in rules, source_shape=source_shape)
     c = c.scaled(image_size[1] / norm.shape[1], image_size[0] / norm.shape[0])
     rows = np.arange(m)[:, None]
     for i, rule in enumerate(rules):

@@ -38,7 +38,8 @@ def score_command(
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Count a box without a map as a miss instead of failing."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates for the 95% CIs (0 = none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and of the calibration split."),
-    sweep_size: Optional[int] = typer.Option(None, "--sweep-size", help="Working grid (longer side) of the calibrated/maxboxacc sweeps (default 256; 0 = full resolution, ~1 s per 1024² map)."),
+    sweep_size: Optional[int] = typer.Option(None, "--sweep-size", help="Run the calibrated/maxboxacc sweeps on a working grid of this longer side (an approximation; default 0 = full resolution, exact)."),
+    workers: int = typer.Option(0, "--workers", help="Processes scoring maps in parallel (default 0 = all cores); results do not depend on it."),
     pointing_tolerance: float = typer.Option(0.0, "--pointing-tolerance", help="Pointing game margin in image pixels."),
     progress: bool = typer.Option(sys.stderr.isatty(), "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -74,6 +75,7 @@ def score_command(
             tau=tau,
             components=components,
             sweep_size=sweep_size,
+            workers=workers,
             pointing_tolerance=pointing_tolerance,
             progress=progress,
         )

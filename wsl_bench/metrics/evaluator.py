@@ -8,6 +8,7 @@ See docs/scoring.md for the conventions and every choice that is ours.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,7 +55,8 @@ DEFAULT_OPTIONS = {
     "pointing_tolerance": 0.0,
     "miou_thresholds": MIOU_THRESHOLDS,
     "sweep_grid": SWEEP_GRID,
-    "sweep_size": 256,  # working grid (longer side) of the calibrated/maxboxacc sweeps
+    "sweep_size": 0,  # 0 = sweeps at full resolution (exact); N = on a working grid of longer side N
+    "workers": 1,  # processes scoring maps in parallel (0 = all cores); results do not depend on it
     "calibration_fraction": 0.5,
     "maxboxacc_iou": MAXBOXACC_IOU,
     "progress": False,
@@ -88,6 +90,8 @@ def _options(policy: str, given: dict) -> dict:
         raise ValueError(f"tau must be in [0, 1), got {opts['tau']}")
     if not 0.0 < float(opts["calibration_fraction"]) < 1.0:
         raise ValueError(f"calibration_fraction must be in (0, 1), got {opts['calibration_fraction']}")
+    if isinstance(opts["workers"], bool) or int(opts["workers"]) != opts["workers"] or opts["workers"] < 0:
+        raise ValueError(f"workers must be a whole number >= 0 (0 = all cores), got {opts['workers']!r}")
     return opts
 
 
@@ -190,7 +194,8 @@ class BoxScorer:
         if heatmap is None:
             c["missing"][rows] = True
             return None
-        norm, informative = prepare(check_map(group.key, heatmap), group.size)
+        heatmap = check_map(group.key, heatmap)
+        norm, informative = prepare(heatmap, group.size)
         c["pointing_hit"][rows] = pointing_hits(norm, informative, gt, o["pointing_tolerance"])
         c["miou"][rows], c["cnr"][rows] = region_stats(norm, gt, o["miou_thresholds"])
         if self.pxap is not None and group.key in self.masks:
@@ -201,8 +206,8 @@ class BoxScorer:
             c["n_candidates"][rows] = np.nan
             for t in o["iobb_thresholds"]:
                 c[fp_column(t)][rows] = np.nan
-            return sweep_overlaps(wnorm, winf, gt, group.size, o["sweep_grid"], ("all",))
-        cand = self.policy.candidates(norm, informative)
+            return sweep_overlaps(wnorm, winf, gt, group.size, o["sweep_grid"], ("all",), source_shape=heatmap.shape)
+        cand = self.policy.candidates(norm, informative, source_shape=heatmap.shape)
         if len(cand):
             iou, iobb = overlaps(gt, cand.boxes)
             c["best_iou"][rows] = iou.max(axis=1)
@@ -408,36 +413,101 @@ def _jsonable_options(policy: str, opts: dict) -> dict:
     return out
 
 
-def _run(scorer: BoxScorer, groups, maps, opts, desc, sweep=False) -> dict:
-    """Stream every map of `groups` through `scorer`; returns the sweeps (key -> arrays) if asked."""
-    out = {}
-    groups = list(groups)
-    bar = _Progress(opts["progress"], len(groups), desc)
+_FORKED: tuple | None = None  # (function, chunks) handed to forked workers
+
+
+def _call_forked(i: int):
+    fn, chunks = _FORKED
+    return fn(chunks[i])
+
+
+def _n_workers(opts) -> int:
+    n = int(opts.get("workers") or 0) or (os.cpu_count() or 1)
+    return max(1, n)
+
+
+def _chunked(fn, items: list, opts, desc: str) -> list:
+    """[fn(chunk) for chunk in contiguous chunks of `items`], in order, in `workers` forked processes.
+
+    Each map is scored independently and results are merged in item order, so the outcome does not
+    depend on the worker count. Without fork (or for a few maps) it runs in this process.
+    """
+    n = _n_workers(opts)
+    bar = _Progress(opts["progress"], len(items), desc)
     try:
-        for g in groups:
-            out[g.key] = scorer.accumulate(g, maps[g.key] if g.key in maps else None, sweep=sweep)
-            bar.update()
+        if n == 1 or len(items) < 4 * n or "fork" not in multiprocessing.get_all_start_methods():
+            out = []
+            for i in range(0, len(items), 16):
+                out.append(fn(items[i : i + 16]))
+                for _ in items[i : i + 16]:
+                    bar.update()
+            return out
+        bounds = np.linspace(0, len(items), 8 * n + 1).astype(int)
+        chunks = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        global _FORKED
+        _FORKED = (fn, chunks)
+        try:
+            out = []
+            with multiprocessing.get_context("fork").Pool(n) as pool:
+                for chunk, res in zip(chunks, pool.imap(_call_forked, range(len(chunks)))):
+                    out.append(res)
+                    for _ in chunk:
+                        bar.update()
+            return out
+        finally:
+            _FORKED = None
     finally:
         bar.close()
+
+
+def _run(scorer: BoxScorer, groups, maps, opts, desc, sweep=False, policies=None) -> dict:
+    """Stream every map of `groups` through `scorer` (`policies`: label -> policy, else the
+    scorer's); returns the sweeps (key -> arrays) if asked. Runs in `opts["workers"]` processes."""
+
+    def work(chunk):
+        part = BoxScorer(scorer.policy, scorer.opts, len(scorer.scored), scorer.masks)
+        sweeps = {}
+        for g in chunk:
+            if policies is not None:
+                part.policy = policies[g.label]
+            sweeps[g.key] = part.accumulate(g, maps[g.key] if g.key in maps else None, sweep=sweep)
+        rows = np.flatnonzero(part.scored)
+        cols = {name: col[rows] for name, col in part.cols.items()}
+        pxap = (part.pxap.pos, part.pxap.neg) if part.pxap is not None else None
+        return rows, cols, pxap, sweeps
+
+    out = {}
+    for rows, cols, pxap, sweeps in _chunked(work, list(groups), opts, desc):
+        scorer.scored[rows] = True
+        for name, vals in cols.items():
+            scorer.cols[name][rows] = vals
+        if pxap is not None:
+            for label in pxap[0]:
+                scorer.pxap.pos[label] = scorer.pxap.pos.get(label, 0) + pxap[0][label]
+                scorer.pxap.neg[label] = scorer.pxap.neg.get(label, 0) + pxap[1][label]
+        out.update(sweeps)
     return out
 
 
 def _sweep_only(groups, maps, opts, rules) -> dict:
-    """Sweep results per key on the working grid only (calibration half: no pixel metrics)."""
-    out = {}
-    groups = list(groups)
+    """Sweep results per key (calibration half: no pixel metrics), on the working grid if one is set."""
     k = len(opts["sweep_grid"])
-    bar = _Progress(opts["progress"], len(groups), "calibrating")
-    try:
-        for g in groups:
+
+    def work(chunk):
+        out = {}
+        for g in chunk:
             if g.key not in maps:
                 out[g.key] = (np.zeros((len(rules), len(g.gt), k)), np.zeros((len(rules), len(g.gt), k)))
             else:
-                norm, inf = prepare(check_map(g.key, maps[g.key]), working_size(g.size, opts["sweep_size"]))
-                out[g.key] = sweep_overlaps(norm, inf, g.gt, g.size, opts["sweep_grid"], rules)
-            bar.update()
-    finally:
-        bar.close()
+                heatmap = check_map(g.key, maps[g.key])
+                norm, inf = prepare(heatmap, working_size(g.size, opts["sweep_size"]))
+                out[g.key] = sweep_overlaps(norm, inf, g.gt, g.size, opts["sweep_grid"], rules,
+                                            source_shape=heatmap.shape)
+        return out
+
+    out = {}
+    for part in _chunked(work, list(groups), opts, "calibrating"):
+        out.update(part)
     return out
 
 
@@ -470,14 +540,7 @@ def _calibrated(boxes, groups, maps, patients, opts, masks, seed):
                              "objective": None, "n_calibration_boxes": 0, "fallback": True}
     policies = {lab: threshold(c["tau"], c["components"]) for lab, c in chosen.items()}
     scorer = BoxScorer(None, opts, len(boxes), masks)
-    bar = _Progress(opts["progress"], len(eval_groups), "scoring")
-    try:
-        for g in eval_groups:
-            scorer.policy = policies[g.label]
-            scorer.accumulate(g, maps[g.key] if g.key in maps else None)
-            bar.update()
-    finally:
-        bar.close()
+    _run(scorer, eval_groups, maps, opts, "scoring", policies=policies)
     per_box = scorer.compute(boxes)
     per_box["tau"] = per_box["label"].map({l: c["tau"] for l, c in chosen.items()}).astype(float)
     per_box["components"] = per_box["label"].map({l: c["components"] for l, c in chosen.items()})
