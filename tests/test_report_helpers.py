@@ -23,9 +23,13 @@ FAKE_METHODS = {"good": 0.0, "medium": 0.5, "random": None, "prior-center": 1.0}
 
 
 def make_fake_run(
-    root: Path, n_images: int = 24, size: int = 256, seed: int = 0, methods=FAKE_METHODS, policy: str = "wang2017"
+    root: Path, n_images: int = 24, size: int = 256, seed: int = 0, methods=FAKE_METHODS, policy: str = "wang2017",
+    sanity: dict[str, dict] | None = None,
 ) -> Path:
-    """Write a run folder with heatmap bundles scored by the real scorer (`wsl_bench.metrics.score`)."""
+    """Write a run folder with heatmap bundles scored by the real scorer (`wsl_bench.metrics.score`).
+
+    A summary carries a `sanity` block only where `sanity` gives one for its method (by default none:
+    scores written before the sanity instruments existed)."""
     rng = np.random.default_rng(seed)
     root = Path(root)
     ids = [f"img{i:03d}" for i in range(n_images)]
@@ -74,10 +78,91 @@ def make_fake_run(
         probs.reset_index().to_csv(root / "heatmaps" / f"{name}.probs.csv", index=False)
         score(maps, boxes, sizes, policy=policy, patients=dict(zip(ids, patients)), probs=probs, labels=probs_labels,
               n_boot=200, seed=0, out_dir=root / "scores" / name)
+        summary_path = root / "scores" / name / "summary.json"
+        summary = json.loads(summary_path.read_text())
+        summary.pop("sanity", None)
+        if sanity and sanity.get(name) is not None:
+            summary["sanity"] = sanity[name]
+        summary_path.write_text(json.dumps(summary, indent=1))
         timings[name] = {"fit_s": 10.0 * mi, "explain_s": 1.5 + mi, "heatmaps_per_s": 100.0 / (1 + mi), "n_params": 1_000_000 * mi}
     manifest = {"methods": list(methods), "timings": timings, "seed": seed, "versions": {"wsl_bench": "0.1.0"}}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return root
+
+
+def toy_sanity(
+    role: str = "method",
+    gain: tuple[float, float, float, float] | None = (0.10, 0.05, 0.15, 0.001),
+    right_class: tuple[float, float, float] | None = (0.6, 0.5, 0.7),
+    class_correlation: float | None = 0.3,
+    randomisation: tuple[float, float, float] | None = (0.1, 0.0, 0.2),
+    priors: dict[str, float] | None = None,
+    cells: dict[tuple[str, str], tuple[float, float, float, float]] | None = None,
+) -> dict:
+    """A `summary.json["sanity"]` block of the scorer's shape with chosen numbers.
+
+    `gain` (diff, ci low, ci high, p) is the macro row at every T(IoU) and, unless `cells` overrides a
+    (scope, label), every class and size-bin row too; None leaves out what it names (not computed)."""
+    priors = {"prior-lung": 0.2, "prior-center": 0.1} if priors is None else priors
+    rows = []
+    if gain is not None:
+        scopes = [("macro", "macro")] + [("class", lb) for lb in BOX_FINDINGS] + [("size_bin", b) for b in ("small", "medium", "large")]
+        for t in ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"):
+            for scope, label in scopes:
+                d, lo, hi, p = (cells or {}).get((scope, label), gain)
+                rows.append({"scope": scope, "label": label, "threshold": t, "method": 0.3 + d, "best_reference": "prior-lung",
+                             "reference": 0.3, "diff": d, "ci": [lo, hi], "p_value": p, "n_boxes": 24})
+    per_class = {lb: {"rate": right_class[0], "ci": [right_class[1], right_class[2]], "n_boxes": 3} for lb in BOX_FINDINGS} if right_class else {}
+    return {
+        "correlation": "spearman",
+        "role": role,
+        "class_specificity": None if right_class is None and class_correlation is None else {
+            "n_images": 24, "n_images_not_computed": 0, "not_computed_reason": None,
+            "class_correlation": None if class_correlation is None else {"mean": class_correlation, "ci": [class_correlation - 0.05, class_correlation + 0.05]},
+            "right_class_rate": None if right_class is None else {
+                "chance": 0.125, "n_boxes": 24, "n_boxes_not_computed": 0,
+                "macro": {"rate": right_class[0], "ci": [right_class[1], right_class[2]]}, "per_class": per_class},
+        },
+        "prior_correlation": {k: {"mean": v, "ci": [v - 0.05, v + 0.05]} for k, v in priors.items()},
+        "gain_over_guess": None if gain is None else {"references": ["prior-center", "prior-lung", "random"], "rows": rows},
+        "randomization": {"status": "skipped", "reason": "no network (an image-independent map)", "n_images": 0, "depths": []}
+        if randomisation is None else {
+            "status": "computed", "reason": None, "n_images": 16,
+            "depths": [{"name": "head", "fraction": 0.1, "mean": min(1.0, randomisation[0] + 0.3), "ci": [randomisation[1] + 0.3, min(1.0, randomisation[2] + 0.3)]},
+                       {"name": "all", "fraction": 1.0, "mean": randomisation[0], "ci": [randomisation[1], randomisation[2]]}]},
+    }
+
+
+# A report of many methods: registered names (so families resolve through the registry), blob offsets
+# and sanity numbers chosen so every verdict occurs.
+MANY_METHODS = {
+    "clarity": 0.0, "gradcam": 0.2, "gradcam++": 0.3, "xgradcam": 0.25, "hirescam": 0.2, "layercam": 0.4, "eigencam": 0.8,
+    "scorecam": 0.3, "cam-wang2017": 0.6, "gradcam-densenet121": 0.35, "gradcam++-densenet121": 0.4, "gradcam-convnextv2": 1.2,
+    "layercam-convnextv2": 1.5, "integrated-gradients": 0.7, "occlusion": 0.3, "rollout": 0.9, "grad-rollout": 0.9,
+    "vit-attention": 1.0, "vit-gradcam": 1.1, "hybrid-gradcam": 1.4, "hybrid-rollout": 0.9, "hybrid-grad-rollout": 1.0,
+    "can": 0.5, "afloc": 0.6, "oracle-seg": 0.0, "prior-center": 1.0, "prior-lung": 1.2, "random": None,
+}
+
+
+def many_method_sanity() -> dict[str, dict]:
+    """Sanity blocks for MANY_METHODS: most localize; a few fail each check; one lacks randomisation."""
+    out = {n: toy_sanity() for n in MANY_METHODS}
+    out["eigencam"] = toy_sanity(class_correlation=0.95, right_class=(0.13, 0.08, 0.2))
+    out["gradcam-convnextv2"] = toy_sanity(gain=(-0.08, -0.12, -0.03, 0.001))
+    out["layercam-convnextv2"] = toy_sanity(gain=(-0.01, -0.05, 0.03, 0.6), priors={"prior-lung": 0.85})
+    out["vit-attention"] = toy_sanity(randomisation=(0.8, 0.7, 0.9), gain=(0.0, -0.03, 0.04, 0.9))
+    out["hybrid-gradcam"] = toy_sanity(randomisation=None)
+    out["rollout"] = toy_sanity(cells={("class", "Mass"): (-0.1, -0.2, -0.02, 0.01), ("size_bin", "small"): (0.0, -0.05, 0.05, 0.9)})
+    for ref in ("prior-center", "prior-lung", "random"):
+        out[ref] = toy_sanity(role="guess", gain=(0.0, -0.02, 0.02, 1.0), randomisation=None, right_class=(0.125, 0.1, 0.15),
+                              class_correlation=1.0, priors={"prior-lung": 1.0 if ref == "prior-lung" else 0.3})
+    out["oracle-seg"] = toy_sanity(role="ceiling", gain=(0.5, 0.4, 0.6, 0.001))
+    return out
+
+
+def make_many_method_run(root: Path, n_images: int = 24) -> Path:
+    """A run folder of 28 methods (24 methods of 7 families, the ceiling and three guesses) with sanity blocks."""
+    return make_fake_run(root, n_images=n_images, methods=MANY_METHODS, sanity=many_method_sanity())
 
 
 def test_fake_run_has_the_run_folder_layout(tmp_path):

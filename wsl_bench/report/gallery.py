@@ -3,13 +3,15 @@
 A tile shows the test image (from ``data/gallery.npz``), the method's heatmap for the box's class
 (from ``heatmaps/<method>.npz``) as an overlay, the ground-truth box (green) and the predicted boxes
 (method colour) that the scoring stage's localizer (`wsl_bench.localize`) draws from that heatmap
-under the run's policy. Tiles are small PNGs the HTML viewer filters; the paper figures are grids
-of the same tiles (PNG + PDF).
+under the run's policy. Tiles are small JPEGs the HTML viewer filters; the paper figures are grids
+of the same tiles, one page per at most `PAGE_METHODS` methods (families kept together), saved as a
+raster PNG and a JPEG-compressed PDF so that each file stays under 3 MB at 300 dpi.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,7 +30,10 @@ from wsl_bench.report.style import GT_COLOR
 TILE = 192  # px, largest side of a gallery tile (smaller gallery images are not upscaled beyond 1.5x)
 TILE_MIN = 128
 JPEG_QUALITY = 88  # tiles are JPEG: a 29-method gallery stays a few MB instead of tens
-CELL_IN = 0.72  # inches per tile in the gallery figures: ~native resolution at 300 dpi, however many methods
+CELL_IN = TILE / 300  # inches per tile in the gallery figures: a 192-px tile at its native resolution at 300 dpi
+LABEL_IN = 0.95  # inches left of the tiles for the method name and its failed checks
+PAGE_METHODS = 10  # methods per gallery page: a page fits a paper page and stays under 3 MB
+FAIL_COLOR = "#c0392b"
 Box = tuple[float, float, float, float]  # x, y, w, h in original-image pixels
 
 
@@ -233,42 +238,85 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
 
 
-def gallery_figure(tiles: list[Tile], methods: list[str], colors: dict[str, str]) -> plt.Figure | None:
-    """Rows = the same images, columns = image + ground truth, then one column per method."""
+def gallery_pages(groups: list[tuple[str, list[str]]], per_page: int = PAGE_METHODS) -> list[list[str]]:
+    """Methods per gallery page: the groups (family panels, then the references) in order, a group kept
+    on one page when it fits, split across pages only when it alone is larger than a page."""
+    pages: list[list[str]] = [[]]
+    for _, names in groups:
+        names = list(names)
+        if pages[-1] and len(pages[-1]) + len(names) > per_page:
+            pages.append([])
+        while names:
+            room = per_page - len(pages[-1])
+            pages[-1] += names[:room]
+            names = names[room:]
+            if names:
+                pages.append([])
+    return [p for p in pages if p]
+
+
+def _wrap(text: str, width: int = 26) -> str:
+    return "\n".join(textwrap.wrap(text, width)) if text else ""
+
+
+def _row_label(ax, name: str, color: str, verdict: str) -> None:
+    """Method name (in its colour) left of a row, and its failed checks in red beneath it."""
+    ax.text(-0.06, 0.5, name, transform=ax.transAxes, ha="right", va="bottom" if verdict else "center", fontsize=4.6,
+            color=color, fontweight="bold")
+    if verdict:
+        ax.text(-0.06, 0.46, _wrap(verdict), transform=ax.transAxes, ha="right", va="top", fontsize=3.6, color=FAIL_COLOR,
+                linespacing=1.1)
+
+
+def gallery_figure(
+    tiles: list[Tile], methods: list[str], colors: dict[str, str], verdicts: dict[str, str] | None = None
+) -> plt.Figure | None:
+    """Rows = the image with its ground truth, then one row per method; columns = the same images (one
+    representative box per class). A method that fails a sanity check has the failed checks (`verdicts`)
+    in red under its name."""
+    verdicts = verdicts or {}
     same = [t for t in tiles if t.kind == "same"]
     cases = list(dict.fromkeys(t.case for t in same))
     if not cases:
         return None
-    cols = [None, *methods]
+    rows = [None, *methods]
     index = {(t.method, t.case): t for t in same}
-    fig, axes = plt.subplots(len(cases), len(cols), figsize=(CELL_IN * len(cols), (CELL_IN + 0.06) * len(cases) + 0.3), squeeze=False)
-    for r, case in enumerate(cases):
-        for c, name in enumerate(cols):
+    width = LABEL_IN + CELL_IN * len(cases)
+    height = (CELL_IN + 0.05) * len(rows) + 0.2
+    fig, axes = plt.subplots(len(rows), len(cases), figsize=(width, height), squeeze=False)
+    for r, name in enumerate(rows):
+        for c, case in enumerate(cases):
             ax = axes[r][c]
             ax.set_axis_off()  # no ticks or spines (and no tick layout cost)
             t = index.get((name, case))
             if t is not None:
                 ax.imshow(np.asarray(Image.open(t.path)), interpolation="none")
             if r == 0:
-                ax.set_title("image + GT" if name is None else name, fontsize=4, color="black" if name is None else colors[name],
-                             fontweight="bold", rotation=0 if len(cols) < 8 else 30, ha="center" if len(cols) < 8 else "left")
+                ax.set_title(box_to_finding(case.label), fontsize=5, fontweight="bold")
             if c == 0:
-                ax.text(-0.06, 0.5, box_to_finding(case.label), transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=4)
+                _row_label(ax, "image + GT" if name is None else name, "black" if name is None else colors[name],
+                           "" if name is None else verdicts.get(name, ""))
             if name is not None and t is not None and not math.isnan(t.iou):
-                ax.text(0.02, 0.02, f"IoU {t.iou:.2f}", transform=ax.transAxes, fontsize=3.2, color="white",
+                ax.text(0.02, 0.02, f"IoU {t.iou:.2f}", transform=ax.transAxes, fontsize=3.4, color="white",
                         bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "lw": 0})
-    fig.subplots_adjust(wspace=0.03, hspace=0.06)
+    fig.subplots_adjust(left=LABEL_IN / width, right=0.995, bottom=0.005, top=1 - 0.18 / height, wspace=0.03, hspace=0.05)
     return fig
 
 
-def extremes_figure(tiles: list[Tile], methods: list[str], colors: dict[str, str]) -> plt.Figure | None:
-    """Rows = methods; columns = its best cases then its worst cases (by best IoU)."""
+def extremes_figure(
+    tiles: list[Tile], methods: list[str], colors: dict[str, str], verdicts: dict[str, str] | None = None
+) -> plt.Figure | None:
+    """Rows = methods; columns = its best cases then its worst cases (by best IoU); failed sanity checks
+    (`verdicts`) in red under the method's name."""
+    verdicts = verdicts or {}
     rows = [m for m in methods if any(t.method == m and t.kind in ("best", "worst") for t in tiles)]
     if not rows:
         return None
     per = {m: [t for t in tiles if t.method == m and t.kind == "best"] + [t for t in tiles if t.method == m and t.kind == "worst"] for m in rows}
     ncol = max(len(v) for v in per.values())
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(CELL_IN * ncol + 0.3, (CELL_IN + 0.2) * len(rows)), squeeze=False)
+    width = LABEL_IN + CELL_IN * ncol
+    height = (CELL_IN + 0.2) * len(rows) + 0.05
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(width, height), squeeze=False)
     for r, m in enumerate(rows):
         for c in range(ncol):
             ax = axes[r][c]
@@ -276,9 +324,9 @@ def extremes_figure(tiles: list[Tile], methods: list[str], colors: dict[str, str
             if c < len(per[m]):
                 t = per[m][c]
                 ax.imshow(np.asarray(Image.open(t.path)), interpolation="none")
-                ax.set_title(f"{t.kind}, IoU {t.iou:.2f}\n{box_to_finding(t.case.label)}", fontsize=3.5)
+                ax.set_title(f"{t.kind}, IoU {t.iou:.2f}\n{box_to_finding(t.case.label)}", fontsize=3.6)
             if c == 0:
-                ax.text(-0.06, 0.5, m, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=4,
-                        color=colors[m], fontweight="bold")
-    fig.subplots_adjust(wspace=0.03, hspace=0.25)
+                _row_label(ax, m, colors[m], verdicts.get(m, ""))
+    fig.subplots_adjust(left=LABEL_IN / width, right=0.995, bottom=0.005, top=1 - 0.2 / height, wspace=0.03,
+                        hspace=0.2 / CELL_IN * 1.05)
     return fig

@@ -8,14 +8,17 @@ from a web server, and inside a zip.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import jinja2
+import markupsafe
 
 from wsl_bench.io import write_text
 from wsl_bench.labels import box_to_finding
 from wsl_bench.report.gallery import Tile
 from wsl_bench.report.runs import RunSet
+from wsl_bench.report.sanity import SanitySection
 from wsl_bench.report.tables import Table
 
 _ENV = jinja2.Environment(
@@ -35,6 +38,13 @@ def _sort_value(v) -> str:
     return "" if math.isnan(f) else repr(f)
 
 
+def inline_markdown(text: str) -> markupsafe.Markup:
+    """The report's Markdown notes as safe HTML: only **bold** and `code` are marked up, the rest escaped."""
+    html = str(markupsafe.escape(text))
+    html = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html)
+    return markupsafe.Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", html))
+
+
 def table_context(t: Table, colors: dict[str, str], references: dict[str, bool]) -> dict:
     """Rows of a display table with the numbers behind each cell (for sorting) and best marks."""
     rows = []
@@ -49,12 +59,16 @@ def table_context(t: Table, colors: dict[str, str], references: dict[str, bool])
         cells = []
         for j, text in enumerate(row):
             v = t.values.iat[i, j] if t.values is not None else math.nan
-            cells.append({"text": str(text), "sort": _sort_value(v), "best": bool(t.bold.iat[i, j]) if t.bold is not None else False})
+            sort = str(text) if str(t.display.columns[j]) in t.text_columns else _sort_value(v)
+            cls = str(t.cell_classes.iat[i, j] or "") if t.cell_classes is not None else ""
+            cells.append({"text": str(text), "sort": sort, "best": bool(t.bold.iat[i, j]) if t.bold is not None else False,
+                          "cls": cls})
         rows.append({"key_cells": keys, "cells": cells, "groupstart": len(key) > 1 and key[0] != prev_first and i > 0})
         prev_first = key[0]
     groups = list(dict.fromkeys(str(k[0]) for k in t.display.index)) if t.display.index.nlevels > 1 else []
     return {"name": t.name, "title": t.title, "caption": t.caption, "index_names": index_names,
-            "columns": [str(c) for c in t.display.columns], "rows": rows, "groups": groups,
+            "columns": [{"text": str(c), "type": "text" if str(c) in t.text_columns else "num"} for c in t.display.columns],
+            "rows": rows, "groups": groups,
             "group_name": index_names[0] if groups else ""}
 
 
@@ -69,8 +83,11 @@ def render_html(
     notes: list[str],
     command: str,
     provenance: list[str],
+    sanity: SanitySection | None = None,
 ) -> str:
+    """The whole index.html; `sanity` is the first section (verdicts also go under gallery tiles)."""
     refs = {n: m.is_reference for n, m in rs.methods.items()}
+    verdicts = sanity.verdicts if sanity is not None else {}
     tile_ctx = []
     for t in tiles:
         tile_ctx.append(
@@ -84,6 +101,7 @@ def render_html(
                 "kind": t.kind,
                 "image_id": t.case.image_id,
                 "iou": "" if math.isnan(t.iou) else f"{t.iou:.2f}",
+                "verdict": verdicts[t.method].verdict if t.method in verdicts and verdicts[t.method].fails else "",
             }
         )
     return _ENV.get_template("index.html.j2").render(
@@ -93,6 +111,12 @@ def render_html(
         reference=reference,
         notes=notes,
         tables=[table_context(t, colors, refs) for t in tables],
+        sanity={
+            "title": sanity.title if sanity else "Does each method localize beyond a guess?",
+            "tables": [table_context(t, colors, refs) for t in (sanity.tables if sanity else [])],
+            "rules": [inline_markdown(r) for r in (sanity.rules if sanity and sanity.tables else [])],
+            "notes": [inline_markdown(n) for n in (sanity.notes if sanity else ["Not computed."])],
+        },
         figures=[{"stem": f.stem, "title": f.title, "caption": f.caption, "src": f.png.relative_to(out_dir).as_posix()} for f in figures],
         tiles=tile_ctx,
         gallery_classes=sorted({c["label"] for c in tile_ctx}),

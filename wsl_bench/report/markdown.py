@@ -7,6 +7,7 @@ from pathlib import Path
 import shlex
 
 from wsl_bench.report.runs import REFERENCE_METHODS, RunSet
+from wsl_bench.report.sanity import SanitySection
 from wsl_bench.report.tables import SIG_MARK, Table, to_markdown
 
 
@@ -64,8 +65,9 @@ def render_markdown(
     reference: str | None,
     notes: list[str],
     command: str,
+    sanity: SanitySection | None = None,
 ) -> str:
-    """The whole report.md; `figures` are (title, relative PNG path) pairs."""
+    """The whole report.md; `figures` are (title, relative PNG path) pairs; `sanity` is the first section."""
     runs = [c for c in (run_command(rs, d) for d in rs.run_dirs) if c]
     out = [
         "# wsl-bench report",
@@ -90,11 +92,26 @@ def render_markdown(
             "",
         ]
     out += [f"> {n}" for n in notes] + ([""] if notes else [])
+    if sanity is not None:
+        out += sanity_markdown(sanity)
     for t in tables:
         out += [f"## {t.title}", "", t.caption, "", to_markdown(t.display, t.bold), f"CSV: `tables/{t.name}.csv`, LaTeX: `tables/{t.name}.tex`", ""]
     for title, rel in figures:
         out += [f"## {title}", "", f"![{title}]({rel})", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def sanity_markdown(sanity: SanitySection) -> list[str]:
+    """The section "Does each method localize beyond a guess?": verdict table, its rules, the gain cells."""
+    out = [f"## {sanity.title}", ""]
+    out += [f"> {n}" for n in sanity.notes] + ([""] if sanity.notes else [])
+    for i, t in enumerate(sanity.tables):
+        if i > 0:
+            out += [f"### {t.title}", ""]
+        out += [t.caption, "", to_markdown(t.display, t.bold), f"CSV: `tables/{t.name}.csv`, LaTeX: `tables/{t.name}.tex`", ""]
+        if i == 0:
+            out += ["Verdict rules:", "", *(f"- {r}" for r in sanity.rules), ""]
+    return out
 
 
 def write_markdown(path: Path, text: str) -> Path:

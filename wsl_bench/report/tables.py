@@ -34,6 +34,8 @@ class Table:
     display: pd.DataFrame  # string cells; index may be a MultiIndex
     bold: pd.DataFrame | None = None  # same shape as display: True where the cell is the column's best
     values: pd.DataFrame | None = None  # same shape as display: the numbers behind the cells (for sorting)
+    cell_classes: pd.DataFrame | None = None  # same shape as display: a CSS class per HTML cell ("fail", "gain", ...)
+    text_columns: tuple[str, ...] = ()  # columns the HTML sorts by their text, not by a number
 
 
 def display_label(label: str) -> str:

@@ -12,12 +12,14 @@ from wsl_bench.io import atomic_path, write_text
 from wsl_bench.labels import BOX_FINDINGS
 from wsl_bench.report import figures as F
 from wsl_bench.report import gallery as G
+from wsl_bench.report import sanity as S
 from wsl_bench.report import summary_access as sa
+from wsl_bench.report.families import method_families, reference_lines
 from wsl_bench.report import tables as T
 from wsl_bench.report.html import render_html
 from wsl_bench.report.markdown import provenance_lines, render_markdown
 from wsl_bench.report.runs import ReportInputError, RunSet, load_runs
-from wsl_bench.report.style import method_colors
+from wsl_bench.report.style import method_colors, panel_groups
 
 
 @dataclass
@@ -75,10 +77,22 @@ def add_significance(
     return pd.DataFrame(rows), []
 
 
-def build_figures(rs: RunSet, tables: list[T.Table], out_dir: Path, colors: dict[str, str]) -> list[Figure]:
-    """Accuracy curves (IoU and IoBB), per-size bars and the class matrix, as PNG + PDF."""
+def build_figures(
+    rs: RunSet,
+    tables: list[T.Table],
+    out_dir: Path,
+    colors: dict[str, str],
+    panels: list[tuple[str, list[str]]] | None = None,
+    ref_lines: list[str] | None = None,
+) -> list[Figure]:
+    """Accuracy curves (IoU and IoBB), per-size bars and the class matrix, as PNG + PDF.
+
+    With more than one family panel (`panels`), the curves and the size figure are small multiples
+    (one panel per family, the references `ref_lines` in every panel); otherwise one panel per class."""
     by_name = {t.name: t for t in tables}
     refs = {n: m.is_reference for n, m in rs.methods.items()}
+    if panels and len(panels) > 1:
+        return _family_figures(rs, by_name, out_dir, colors, panels, ref_lines or [], refs)
     out = []
     iou = by_name["iou_accuracy"].long
     out.append(Figure("iou_curves", "IoU accuracy vs T(IoU)", "Per class and macro; shaded: 95 % bootstrap CI.",
@@ -96,8 +110,41 @@ def build_figures(rs: RunSet, tables: list[T.Table], out_dir: Path, colors: dict
     return out
 
 
-def build_gallery(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> tuple[list[G.Tile], list[Figure], list[str]]:
-    """Gallery tiles (for the HTML) and the two gallery figures (same images; best and worst)."""
+def _family_figures(rs, by_name, out_dir, colors, panels, ref_lines, refs) -> list[Figure]:
+    """The many-method layout: accuracy curves and size dots with one panel per method family."""
+    out = []
+    iou = by_name["iou_accuracy"].long
+    groups = " · ".join(t for t, _ in panels)
+    cap = (f"Macro accuracy, one panel per method family ({groups}); shaded: 95 % bootstrap CI. Drawn in every panel: "
+           "the guesses (grey, dashed) and the supervised ceiling (black, dotted) where the run has them. Per-class "
+           "values: the tables and the class matrix.")
+    out.append(Figure("iou_curves", "IoU accuracy vs T(IoU), by method family", cap,
+                      F.save_figure(F.family_curves(iou, colors, panels, ref_lines, refs, "T(IoU)"), out_dir, "iou_curves")))
+    iobb = by_name["iobb_accuracy"].long
+    iobb = iobb[iobb["row"] == "Acc."]
+    out.append(Figure("iobb_curves", "IoBB accuracy vs T(IoBB), by method family", cap,
+                      F.save_figure(F.family_curves(iobb, colors, panels, ref_lines, refs, "T(IoBB)"), out_dir, "iobb_curves")))
+    size = by_name["size_bins"].long
+    if len(size):
+        out.append(Figure("size_bars", "IoU accuracy by box size",
+                          "Macro IoU accuracy per ground-truth size bin, one row per method (grouped by family, the "
+                          "references last); whiskers: 95 % CI.",
+                          F.save_figure(F.size_dots(size, colors, panels, ref_lines), out_dir, "size_bars")))
+    out.append(Figure("class_matrix", f"Method × class at T(IoU) = {sa.HEADLINE_IOU}", "IoU accuracy per method and class.",
+                      F.save_figure(F.class_matrix(iou, colors), out_dir, "class_matrix")))
+    return out
+
+
+def build_gallery(
+    rs: RunSet,
+    out_dir: Path,
+    colors: dict[str, str],
+    verdicts: dict[str, str] | None = None,
+    pages: list[list[str]] | None = None,
+) -> tuple[list[G.Tile], list[Figure], list[str]]:
+    """Gallery tiles (for the HTML) and the gallery figures (same images; best and worst), one page per
+    list of methods in `pages` (default: `G.PAGE_METHODS` methods a page in report order); `verdicts`:
+    the failed sanity checks written in red under a method's name."""
     from wsl_bench.report.scoring_api import predicted_boxes
 
     notes: list[str] = []
@@ -116,17 +163,22 @@ def build_gallery(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> tuple[li
     if not rs.gallery_path.is_file():
         return [], [], [f"No gallery: {rs.gallery_path} is missing."]
     tiles = G.build_gallery(rs, out_dir / "gallery", colors, boxes_for)
+    pages = pages or G.gallery_pages([("", rs.names)])
     figs = []
-    fig = G.gallery_figure(tiles, rs.names, colors)
-    if fig is not None:
-        figs.append(Figure("gallery_same_images", "Gallery: the same images for every method",
-                           "Heatmap overlay, ground truth (green), predicted boxes (method colour).",
-                           F.save_figure(fig, out_dir / "figures", "gallery_same_images")))
-    fig = G.extremes_figure(tiles, rs.names, colors)
-    if fig is not None:
-        figs.append(Figure("gallery_best_worst", "Gallery: best and worst cases per method",
-                           "Each method's highest and lowest best-IoU boxes.",
-                           F.save_figure(fig, out_dir / "figures", "gallery_best_worst")))
+    for base, title, caption, make in (
+        ("gallery_same_images", "Gallery: the same images for every method",
+         "Heatmap overlay, ground truth (green), predicted boxes (method colour); failed sanity checks in red.",
+         G.gallery_figure),
+        ("gallery_best_worst", "Gallery: best and worst cases per method",
+         "Each method's highest and lowest best-IoU boxes; failed sanity checks in red.", G.extremes_figure),
+    ):
+        for i, page in enumerate(pages):
+            fig = make(tiles, page, colors, verdicts)
+            if fig is None:
+                continue
+            stem = base if i == 0 else f"{base}_{i + 1}"
+            page_title = title if len(pages) == 1 else f"{title} ({i + 1}/{len(pages)}: {page[0]} … {page[-1]})"
+            figs.append(Figure(stem, page_title, caption, F.save_raster_figure(fig, out_dir / "figures", stem)))
     return tiles, figs, notes
 
 
@@ -174,7 +226,10 @@ def write_report(
         raise ReportInputError(f"--reference {reference!r} is not a method of these runs; choose one of {', '.join(rs.methods)}")
     command = regenerate_command(run_dirs, out_dir, reference)
     reference = reference or default_reference(rs)
-    colors = method_colors(rs.names, {n: m.is_reference for n, m in rs.methods.items()})
+    families = method_families(rs)
+    ref_lines = reference_lines(rs)
+    panels = panel_groups([n for n in rs.names if n in families], families)
+    colors = method_colors(rs.names, {n: m.is_reference for n, m in rs.methods.items()}, panels if len(panels) > 1 else None)
     notes: list[str] = []
     missing_refs = [r for r in ("prior-center", "prior-lung", "random") if not any(m.method == r for m in rs.methods.values())]
     if missing_refs:
@@ -190,21 +245,28 @@ def write_report(
         sig, more = add_significance(rs, reference, n_boot=n_boot, seed=seed, per_class=per_class_tests)
         notes += more
     clear_previous_report(out_dir)
+    sanity = S.build_section(rs)
     tables = build_tables(rs, sig)
+    for t in sanity.tables:
+        T.write_table(t, out_dir / "tables")
     if not sig.empty:
         with atomic_path(out_dir / "tables" / "significance.csv") as tmp:
             sig.to_csv(tmp, index=False, float_format="%.10g")
     for t in tables:
         T.write_table(t, out_dir / "tables")
 
-    figures = build_figures(rs, tables, out_dir / "figures", colors)
-    tiles, gfigs, gnotes = build_gallery(rs, out_dir, colors)
+    figures = build_figures(rs, tables, out_dir / "figures", colors, panels, ref_lines)
+    verdicts = {n: a.verdict for n, a in sanity.verdicts.items() if a.fails}
+    others = [n for n in rs.names if n not in families and n not in ref_lines]
+    pages = G.gallery_pages([*panels, ("others", others), ("references", ref_lines)])
+    tiles, gfigs, gnotes = build_gallery(rs, out_dir, colors, verdicts, pages)
     figures += gfigs
     notes += gnotes
 
     provenance = provenance_lines(rs)
-    md = render_markdown(rs, tables, [(f.title, f"figures/{f.png.name}") for f in figures], reference, notes, command)
-    write_text(out_dir / "index.html", render_html(rs, out_dir, tables, figures, tiles, colors, reference, notes, command, provenance))
+    md = render_markdown(rs, tables, [(f.title, f"figures/{f.png.name}") for f in figures], reference, notes, command, sanity)
+    write_text(out_dir / "index.html",
+               render_html(rs, out_dir, tables, figures, tiles, colors, reference, notes, command, provenance, sanity))
     path = out_dir / "report.md"
     write_text(path, md)
     return path
