@@ -10,6 +10,10 @@ Checkpoint sharing (config key ``share_checkpoint``):
   "<method name>"   load the network that method wrote to ``<run>/checkpoints/<method>/``
                     (an error if it is missing or was trained with another architecture).
   "none"            always train.
+
+The shared cache is sealed with checksums once written (`wsl_bench.caches`): a cache whose files fail their
+checksums (or that nobody sealed) is removed and trained again, never loaded, and every fit records the
+cache files it trusted so the run's manifest covers them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wsl_bench import caches
 from wsl_bench.io import atomic_path, write_json
 from wsl_bench.methods import FitContext, Method
 
@@ -70,6 +75,7 @@ class TrainedNetMethod(Method):
         "normalize": "minmax",  # per-map scaling of returned heatmaps: minmax | max | none
         "share_checkpoint": "auto",
     }
+    config_keys: ClassVar[tuple[str, ...]] = tuple(base_defaults)  # read with config.get: known to `--set`
     # Config keys that change the trained network (part of the checkpoint-sharing key).
     train_keys: ClassVar[tuple[str, ...]] = ("arch", "weights", "lr", "weight_decay", "max_epochs", "batch_size",
                                              "patience", "pos_weight")
@@ -122,8 +128,9 @@ class TrainedNetMethod(Method):
         share = self.config.get("share_checkpoint") or "none"
         started = time.perf_counter()
         source = self._shared_source(share, train, val, ctx)
-        if source is not None and (source / WEIGHTS_FILE).is_file():
+        if source is not None and self._source_usable(source, share):
             self.load(source)
+            caches.record_use(ctx, source, WEIGHTS_FILE, CONFIG_FILE)
             self.fit_info = {"shared_from": str(source), "trained": False}
         else:
             self._train(train, val, ctx)
@@ -132,8 +139,18 @@ class TrainedNetMethod(Method):
                              "batch_size": ctx.extra["fit_batch_size"]}
             if source is not None and share == "auto":
                 self.save(source)
+                caches.seal(source, WEIGHTS_FILE, CONFIG_FILE)
+                caches.record_use(ctx, source, WEIGHTS_FILE, CONFIG_FILE)
         self.fit_info["fit_s"] = round(time.perf_counter() - started, 3)
         self.save(ckdir)
+
+    @staticmethod
+    def _source_usable(source: Path, share: str) -> bool:
+        """The shared cache ("auto") only when its files match their seal (else it is removed and retrained);
+        another method's checkpoint folder when it holds weights (the run's manifest checks those)."""
+        if share == "auto":
+            return caches.usable(source, WEIGHTS_FILE, CONFIG_FILE)
+        return (source / WEIGHTS_FILE).is_file()
 
     def _shared_source(self, share: str, train, val, ctx: FitContext) -> Path | None:
         if share == "none" or ctx.run_dir is None:

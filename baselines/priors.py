@@ -29,6 +29,7 @@ class _Prior(Method):
     """One map for every image and class; fit only records the training prevalence."""
 
     trainable = False
+    config_keys: tuple[str, ...] = ("map_size", "seed")  # read with config.get: the keys `--set` accepts
 
     def __init__(self, config=None, device="cpu"):
         super().__init__(config, device)
@@ -89,6 +90,8 @@ def centred_gaussian(size: int, sigma: float) -> np.ndarray:
 @register_method("prior-center", paper="Sanity reference: a centred Gaussian (no learning)")
 class PriorCenter(_Prior):
     """Centred Gaussian prior: guesses the middle of the image for every finding."""
+
+    config_keys = (*_Prior.config_keys, "sigma")
 
     def _default_map(self) -> np.ndarray:
         return centred_gaussian(self.map_size, float(self.config.get("sigma", 0.25)))
@@ -177,6 +180,8 @@ def _split_lung_masks(split, size: int) -> np.ndarray | None:
 @register_method("random", paper="Sanity reference: seeded uniform noise (no learning)")
 class RandomMaps(_Prior):
     """Seeded noise maps and probabilities; each image's noise depends only on the image and the seed."""
+
+    config_keys = (*_Prior.config_keys, "grid")
 
     def _default_map(self) -> np.ndarray:
         return np.zeros((1, 1), dtype=np.float32)

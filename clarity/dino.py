@@ -24,12 +24,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.ops import roi_align
 
-from wsl_bench.io import atomic_path, write_json
+from wsl_bench.io import atomic_path
 from wsl_bench.methods import FitContext
 
 from .config import ClarityConfig
 from .model import build_backbone, encode_image
-from .stages import data_key, is_done, stage_dir, stage_epochs
+from wsl_bench import caches
+
+from .stages import data_key, is_done, mark_done, stage_dir, stage_epochs
 
 WEIGHTS = "backbone.safetensors"
 
@@ -165,7 +167,8 @@ def get_dino_backbone(cfg: ClarityConfig, train, val, ctx: FitContext) -> dict[s
     from wsl_bench.training import train_module
 
     directory = stage_dir(ctx, f"dino-{cfg.resolved_arch}", dino_key(cfg, train, ctx))
-    if is_done(directory):
+    if is_done(directory, WEIGHTS):  # checksums verified; a damaged backbone is removed and retrained
+        caches.record_use(ctx, directory, WEIGHTS)
         return load_file(str(directory / WEIGHTS))
     torch.manual_seed(ctx.seed)
     world = ctx.devices if isinstance(ctx.devices, int) else 1
@@ -178,7 +181,8 @@ def get_dino_backbone(cfg: ClarityConfig, train, val, ctx: FitContext) -> dict[s
     state = {k: v.contiguous() for k, v in module.teacher.state_dict().items()}
     with atomic_path(directory / WEIGHTS) as tmp:
         save_file(state, str(tmp))
-    write_json(directory / "done.json", {"stage": "dino", "steps": steps, **dino_key(cfg, train, ctx)})
+    mark_done(directory, {"stage": "dino", "steps": steps, **dino_key(cfg, train, ctx)}, WEIGHTS)
+    caches.record_use(ctx, directory, WEIGHTS)
     return state
 
 

@@ -6,6 +6,7 @@ through the harness's `train_module`. explain: one forward pass gives all 14 cla
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -33,6 +34,9 @@ class Clarity(Method):
 
     paper = PAPER
     trainable = True
+    # every ClarityConfig field is a valid key; check_config validates a resolved config before any stage runs
+    config_keys = tuple(f.name for f in dataclasses.fields(ClarityConfig))
+    check_config = staticmethod(ClarityConfig.from_dict)
     presets = {
         # SynthCXR at 128 px on 2 CPU cores (ours, chosen on the development seed 1, docs/clarity.md):
         # a 6-block ViT-Tiny/16 that sees the images upsampled to 192 px (a 12x12 patch grid; 8x8 at

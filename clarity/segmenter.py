@@ -13,10 +13,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wsl_bench.io import atomic_path, write_json
+from wsl_bench.io import atomic_path
 from wsl_bench.methods import FitContext
 
-from .stages import is_done, stage_dir
+from wsl_bench import caches
+
+from .stages import is_done, mark_done, stage_dir
 
 WEIGHTS = "segmenter.safetensors"
 
@@ -96,8 +98,9 @@ def train_segmenter(train, val, ctx: FitContext, *, epochs: int = 3, batch_size:
     key = {"epochs": epochs, "batch_size": batch_size, "seed": ctx.seed, **(key or {})}
     directory = stage_dir(ctx, "lung-segmenter", key)
     net = LungSegmenter()
-    if is_done(directory):
+    if is_done(directory, WEIGHTS):  # checksums verified (clarity/stages.py)
         net.load_state_dict(load_file(str(directory / WEIGHTS)))
+        caches.record_use(ctx, directory, WEIGHTS)
         return net.eval()
     torch.manual_seed(ctx.seed)
     net = LungSegmenter()
@@ -105,7 +108,8 @@ def train_segmenter(train, val, ctx: FitContext, *, epochs: int = 3, batch_size:
     train_module(SegmenterModule(net), train, val, stage_ctx, max_epochs=epochs, batch_size=batch_size, monitor="val_dice")
     with atomic_path(directory / WEIGHTS) as tmp:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    write_json(directory / "done.json", {"stage": "lung-segmenter", **key})
+    mark_done(directory, {"stage": "lung-segmenter", **key}, WEIGHTS)
+    caches.record_use(ctx, directory, WEIGHTS)
     return net.eval()
 
 

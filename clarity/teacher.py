@@ -16,14 +16,17 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wsl_bench.io import atomic_path, write_json
+from wsl_bench.io import atomic_path
 from wsl_bench.labels import FINDINGS
 from wsl_bench.methods import FitContext
 
 from .config import ClarityConfig
-from .stages import data_key, is_done, stage_dir, stage_epochs
+from wsl_bench import caches
+
+from .stages import data_key, is_done, mark_done, stage_dir, stage_epochs
 
 WEIGHTS = "teacher.safetensors"
+TABLE = "train_logits.safetensors"
 
 
 class Teacher(nn.Module):
@@ -62,8 +65,9 @@ def get_teacher(cfg: ClarityConfig, img_size: int, train, val, ctx: FitContext) 
 
     directory = stage_dir(ctx, f"teacher-{cfg.teacher}", teacher_key(cfg, img_size, train, ctx))
     teacher = Teacher(cfg.teacher, img_size)
-    if is_done(directory):
+    if is_done(directory, WEIGHTS):  # checksums verified; a damaged teacher is removed and retrained
         teacher.load_state_dict(load_file(directory / WEIGHTS))
+        caches.record_use(ctx, directory, WEIGHTS)
         return teacher.eval()
     torch.manual_seed(ctx.seed)
     teacher = Teacher(cfg.teacher, img_size)
@@ -73,7 +77,8 @@ def get_teacher(cfg: ClarityConfig, img_size: int, train, val, ctx: FitContext) 
                  batch_size=cfg.teacher_batch_size)
     with atomic_path(directory / WEIGHTS) as tmp:
         save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp))
-    write_json(directory / "done.json", {"stage": "teacher", **teacher_key(cfg, img_size, train, ctx)})
+    mark_done(directory, {"stage": "teacher", **teacher_key(cfg, img_size, train, ctx)}, WEIGHTS)
+    caches.record_use(ctx, directory, WEIGHTS)
     return teacher.eval()
 
 
@@ -97,13 +102,18 @@ def teacher_table(teacher: nn.Module, split, batch_size: int = 64) -> torch.Tens
 
 def get_teacher_table(cfg: ClarityConfig, teacher: nn.Module, img_size: int, train, ctx: FitContext) -> torch.Tensor:
     """`teacher_table` for the training split, cached beside the teacher (every variant reuses it)."""
-    path = stage_dir(ctx, f"teacher-{cfg.teacher}", teacher_key(cfg, img_size, train, ctx)) / "train_logits.safetensors"
-    if path.is_file():
+    directory = stage_dir(ctx, f"teacher-{cfg.teacher}", teacher_key(cfg, img_size, train, ctx))
+    path = directory / TABLE
+    # sealed beside the teacher; a table failing its checksum is removed and recomputed (the teacher is kept)
+    if path.is_file() and caches.usable(directory, TABLE, remove="files"):
         table = load_file(path)["logits"]
         if table.shape == (len(train), len(FINDINGS)):
+            caches.record_use(ctx, directory, TABLE)
             return table
     table = teacher_table(teacher, train, cfg.teacher_batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file({"logits": table.contiguous()}, str(tmp))
+    caches.seal(directory, TABLE)
+    caches.record_use(ctx, directory, TABLE)
     return table

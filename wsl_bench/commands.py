@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -81,6 +82,9 @@ def run_command(
         if dry_run:
             typer.echo(dry_run_text(cfg, folder))
             return
+        from wsl_bench.guards import check_out_dir
+
+        check_out_dir(folder)
         report = execute(cfg, folder, log=lambda m: console.print(f"[cyan]wsl-bench[/] {m}", highlight=False))
     except MethodsFailed as exc:  # the others are scored: show them, then fail with the list
         _print_summary(folder, cfg)
@@ -88,6 +92,8 @@ def run_command(
         _fail(str(exc), code=1)
     except (RunError, KeyError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
+    except OSError as exc:  # a folder that vanished or filled up mid-run: say which file
+        _fail(f"cannot write {exc.filename or folder}: {exc.strerror or exc}")
     if report is not None:
         _print_summary(folder, cfg)
         console.print(f"report: {report}")
@@ -121,9 +127,13 @@ def explain_command(
     Example: wsl-bench explain --run runs/quick --method gradcam chest.png --out chest.gradcam.png
     """
     try:
+        if not (math.isfinite(tau) and 0.0 <= tau < 1.0):
+            raise ValueError(f"--tau {tau} must be a number in [0, 1)")
         path = explain_image(run, method, image, out or image.with_name(f"{image.stem}.{method}.png"), tau=tau)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
+    except OSError as exc:
+        _fail(f"cannot read or write {exc.filename or ''}: {exc.strerror or exc}")
     console.print(f"wrote {path}")
 
 
@@ -141,6 +151,8 @@ def explain_image(run_dir: Path, method_name: str, image_path: Path, out: Path, 
     from matplotlib.patches import Rectangle
     from PIL import Image
 
+    from wsl_bench.guards import check_out_file, sanitize_manifest
+    from wsl_bench.images import check_not_saturated, read_grey
     from wsl_bench.io import atomic_path
     from wsl_bench.labels import BOX_FINDING_INDICES, BOX_FINDINGS
     from wsl_bench.localize import prepare, threshold
@@ -150,28 +162,52 @@ def explain_image(run_dir: Path, method_name: str, image_path: Path, out: Path, 
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} is missing; is {run_dir} a wsl-bench run folder? Make one with `wsl-bench run`")
-    cfg = yaml.safe_load(cfg_path.read_text())
-    if method_name not in cfg.get("methods", {}):
-        raise ValueError(f"method {method_name!r} is not part of run {run_dir}; it has: {', '.join(cfg.get('methods', {}))}")
-    manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text())
+        methods = cfg["methods"]
+        spec = methods.get(method_name) if isinstance(methods, dict) else None
+        size = int(cfg["data"]["image_size"])
+        if spec is not None:
+            registry, config = str(spec["registry"]), dict(spec["config"])
+    except (yaml.YAMLError, TypeError, KeyError, ValueError, AttributeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{cfg_path} is not a wsl-bench run config ({type(exc).__name__}: {exc}); "
+                         "re-run `wsl-bench run` into that folder") from None
+    if spec is None:
+        raise ValueError(f"method {method_name!r} is not part of run {run_dir}; it has: {', '.join(map(str, methods))}")
+    if not 8 <= size <= 4096:
+        raise ValueError(f"{cfg_path}: data.image_size={size} is not a model size wsl-bench makes (8..4096)")
+    manifest: dict = {}
+    if (run_dir / "manifest.json").exists():
+        try:
+            manifest = sanitize_manifest(json.loads((run_dir / "manifest.json").read_text()), run_dir / "manifest.json",
+                                         log=lambda m: None)
+        except (ValueError, UnicodeDecodeError):
+            manifest = {}
     if not manifest.get("stages", {}).get(f"fit/{method_name}", {}).get("done"):
         raise ValueError(f"{method_name} has not finished training in {run_dir}; finish the run with `wsl-bench run --out {run_dir}`")
-    if not Path(image_path).is_file():
-        raise FileNotFoundError(f"image {image_path} does not exist")
+    check_out_file(out)
+    # the suite's one image reader: header checked against the pixel limit before decoding, 16-bit scaled
+    grey8 = check_not_saturated(read_grey(image_path), image_path)
+    ckdir = run_dir / "checkpoints" / method_name
     try:
-        with Image.open(image_path) as im:
-            im.draft("L", (2048, 2048))
-            grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    except OSError as exc:
-        raise ValueError(f"{image_path} is not a readable image ({exc})") from None
-    spec = cfg["methods"][method_name]
-    method = create_method(spec["registry"], spec["config"])
-    method.name = method_name
-    method.load(run_dir / "checkpoints" / method_name)
-    size = int(cfg["data"]["image_size"])
-    x = torch.nn.functional.interpolate(torch.from_numpy(grey)[None, None], size=(size, size), mode="area")
+        method = create_method(registry, config)
+        method.name = method_name
+        method.load(ckdir)
+    except KeyError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint or config: one line, and the fix
+        first = (str(exc).strip().splitlines() or ["(no message)"])[0]
+        raise ValueError(f"cannot load {method_name} from {ckdir} ({type(exc).__name__}: {first}); re-run "
+                         f"`wsl-bench run --out {run_dir}` with the same options: it redoes a damaged fit") from None
+    x = torch.nn.functional.interpolate(torch.from_numpy(grey8).float()[None, None] / 255.0, size=(size, size), mode="area")
     probs = method.predict(x).detach().float()[0].numpy()
     maps = method.explain(x, list(BOX_FINDING_INDICES)).detach().float()[0].numpy()
+    # drawn at most 1024 px a side (the panels are ~300 px): memory stays small for any accepted image
+    h0, w0 = grey8.shape
+    scale = min(1.0, 1024 / max(h0, w0))
+    h, w = max(1, round(h0 * scale)), max(1, round(w0 * scale))
+    shown = grey8 if scale == 1.0 else np.asarray(Image.fromarray(grey8).resize((w, h), Image.BILINEAR))
+    grey = shown.astype(np.float32) / 255.0
     policy = threshold(tau, "largest")
     h, w = grey.shape
     fig, axes = plt.subplots(2, 4, figsize=(16, 8.6))

@@ -183,8 +183,12 @@ def train_module(
     """
     ckdir = Path(ctx.checkpoint_dir)
     ckdir.mkdir(parents=True, exist_ok=True)
-    max_epochs = int(ctx.max_epochs or max_epochs)
-    batch_size = int(ctx.batch_size or batch_size)
+    # a run's fit.max_epochs / fit.batch_size win when set (None: the method's own); 0 is refused, never
+    # silently replaced by the method's value (config.yaml must record the loop that ran)
+    max_epochs = int(ctx.max_epochs if ctx.max_epochs is not None else max_epochs)
+    batch_size = int(ctx.batch_size if ctx.batch_size is not None else batch_size)
+    if max_epochs < 1 or batch_size < 1:
+        raise ValueError(f"train_module: max_epochs={max_epochs} and batch_size={batch_size} must both be >= 1")
     verbose = bool(ctx.extra.get("verbose", False))
     if not verbose:
         for name in _LIGHTNING_LOGGERS:

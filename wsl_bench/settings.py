@@ -1,0 +1,468 @@
+"""Every run setting checked before any stage runs, all at once.
+
+`check_run_inputs` is called by `wsl_bench.run.build_config` before it resolves anything: it looks at the
+preset, the seed, the methods and their `--set methods.<m>.*` overrides, every `--set data|fit|explain|
+score|report.*` value, the ablations and the hardware options, collects every problem it finds, and raises
+one `SettingsError` (a `RunError`; `wsl-bench run` prints it as one `error:` line and exits with code 2)
+listing them all. So a bad value never fails a run after the references have trained, and nothing is ever
+silently replaced: a value the run cannot use is refused, and config.yaml records exactly what ran.
+
+What is checked (docs/harness.md, "Settings"):
+
+- sections and keys: unknown keys are refused for every section, and for every method. A method's known
+  keys are its registered defaults, every preset's and ablation's keys, and the names its class declares in
+  an optional `config_keys` attribute (keys it reads with `config.get` only). A class may also define
+  `check_config(config)` (raise ValueError): it is called with the resolved config (CLARiTy validates its
+  whole dataclass this way).
+- types and ranges: a method key whose resolved value is a number must stay a finite number (a bool stays a
+  bool, a string stays a string); `*epochs` and `*batch_size` keys are whole numbers >= 1, `lr`/`*_lr` > 0.
+  Run sections have their own rules (`fit.max_epochs` >= 1 or null, `score.n_boot` in 0..10000, ...).
+- the seed is a whole number in 0 .. 2**32 - 1 (NumPy's seed range).
+- hardware against this machine: the accelerator exists here, `--devices` is a count, `auto`, -1 or a
+  list of ids that exist, `--strategy` is one Lightning knows, `--num-nodes` >= 1.
+
+`score_problems` is also used by `wsl-bench score` for its options.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from wsl_bench.run import RunError
+
+MAX_SEED = 2**32 - 1
+MAX_N_BOOT = 10_000  # [n_boot x n_units] resampling counts are held in memory
+MAX_COHORT = 10_000_000
+SECTIONS = ("data", "fit", "explain", "score", "report", "methods")
+EXPLAIN_KEYS = {"batch_size"}
+REPORT_KEYS = {"full"}
+SCORE_RUN_KEYS = {"policy", "n_boot", "sanity", "sanity_images"}
+PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+              "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+class SettingsError(RunError, KeyError):
+    """One or more bad run settings; the message lists every problem (a RunError, exit code 2).
+
+    Also a KeyError, so callers that catch an unknown method name as a KeyError keep working."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# small checks: each returns a problem string or None
+# ---------------------------------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def whole(where: str, v: Any, lo: int | None = None, hi: int | None = None, *, none_ok: bool = False) -> str | None:
+    """`v` must be a whole number in [lo, hi] (or None when `none_ok`)."""
+    if v is None and none_ok:
+        return None
+    span = f"{lo if lo is not None else '-inf'} .. {hi if hi is not None else 'inf'}"
+    extra = " (or null)" if none_ok else ""
+    if not _is_int(v):
+        return f"{where}={v!r} must be a whole number in {span}{extra}"
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        return f"{where}={v} is out of range; use a whole number in {span}{extra}"
+    return None
+
+
+def real(where: str, v: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+         hi_open: bool = False, none_ok: bool = False) -> str | None:
+    """`v` must be a finite number in the interval (open or closed ends as given)."""
+    if v is None and none_ok:
+        return None
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    span = f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}"
+    if not _is_number(v) or not math.isfinite(float(v)):
+        return f"{where}={v!r} must be a finite number in {span}"
+    v = float(v)
+    bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
+    bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
+    if bad_lo or bad_hi:
+        return f"{where}={v:g} is out of range; use a number in {span}"
+    return None
+
+
+def boolean(where: str, v: Any, *, none_ok: bool = False) -> str | None:
+    if isinstance(v, bool) or (v is None and none_ok):
+        return None
+    return f"{where}={v!r} must be true or false" + (" (or null)" if none_ok else "")
+
+
+def unknown_keys(where: str, given, known) -> str | None:
+    extra = sorted(set(given) - set(known))
+    if extra:
+        return f"unknown {where} setting(s) {extra}; known: {', '.join(sorted(map(str, known)))}"
+    return None
+
+
+def seed_problem(v: Any, where: str = "--seed") -> str | None:
+    return whole(where, v, 0, MAX_SEED)
+
+
+# ---------------------------------------------------------------------------------------------------
+# sections
+# ---------------------------------------------------------------------------------------------------
+
+
+def data_problems(data: dict[str, Any], nih_keys) -> list[str]:
+    """The data section after the preset, `--data`, `--root` and `--set data.*` are merged."""
+    out: list[str] = []
+    name = data.get("name")
+    if name not in ("synth", "nih"):
+        return [f"unknown data {name!r}; use synth or nih"]
+    if name == "nih":
+        out.append(unknown_keys("NIH data", data, nih_keys))
+        if not data.get("root"):
+            out.append("--data nih needs --root DIR (the ChestX-ray14 folder with images/ and the CSV files)")
+        out.append(whole("data.image_size", data.get("image_size"), 8, 2048))
+        if "val_fraction" in data:
+            out.append(real("data.val_fraction", data["val_fraction"], 0.0, 1.0, lo_open=True, hi_open=True))
+        if "skip_bad" in data:
+            out.append(boolean("data.skip_bad", data["skip_bad"]))
+        if "preload" in data:
+            out.append(boolean("data.preload", data["preload"], none_ok=True))
+        return [p for p in out if p]
+    from dataclasses import fields
+
+    from wsl_bench.data.synth import SynthConfig
+
+    rest = {k: v for k, v in data.items() if k not in ("name", "root")}
+    if "seed" in rest:
+        out.append("data.seed is set by --seed (one seed drives data, splits, init and sampling)")
+        rest.pop("seed")
+    known = {f.name for f in fields(SynthConfig)} - {"seed"}
+    bad = unknown_keys("SynthCXR data (data.*)", rest, known)
+    out.append(bad)
+    for key in ("n_train", "n_val", "n_test"):
+        if key in rest:
+            out.append(whole(f"data.{key}", rest[key], 1, MAX_COHORT))
+    for key, lo, hi in (("image_size", 8, 2048), ("generate_size", 16, 2048)):
+        if key in rest:
+            out.append(whole(f"data.{key}", rest[key], lo, hi))
+    for key in ("confounder_strength", "box_prevalence_floor", "other_prevalence_floor"):
+        if key in rest:
+            out.append(real(f"data.{key}", rest[key], 0.0, 1.0))
+    if "images_per_patient" in rest:
+        out.append(real("data.images_per_patient", rest["images_per_patient"], 1.0, 1000.0))
+    if "lesion_contrast" in rest:
+        out.append(real("data.lesion_contrast", rest["lesion_contrast"], 0.0, 5.0, lo_open=True))
+    out = [p for p in out if p]
+    if not out:  # what SynthConfig itself refuses (confounder names, ...)
+        try:
+            SynthConfig.from_dict(rest)
+        except (TypeError, ValueError) as exc:
+            out.append(f"data settings: {exc}")
+    return out
+
+
+def fit_problems(fit: dict[str, Any], fit_keys) -> list[str]:
+    out = [unknown_keys("fit", fit, fit_keys)]
+    out.append(whole("fit.max_epochs", fit.get("max_epochs"), 1, 100_000, none_ok=True))
+    out.append(whole("fit.batch_size", fit.get("batch_size"), 1, 1_000_000, none_ok=True))
+    out.append(whole("fit.num_workers", fit.get("num_workers", 0), 0, 1024))
+    if not isinstance(fit.get("compile", False), (bool, str)):
+        out.append("fit.compile must be true, false or a torch.compile backend name, e.g. --set fit.compile=aot_eager")
+    out.append(boolean("fit.channels_last", fit.get("channels_last"), none_ok=True))
+    precision = fit.get("precision")
+    if precision is not None and (isinstance(precision, bool) or precision not in PRECISIONS):
+        out.append(f"fit.precision={precision!r} is not a Lightning precision; use one of "
+                   f"{', '.join(str(p) for p in PRECISIONS if isinstance(p, str))} (or null for the default)")
+    return [p for p in out if p]
+
+
+def explain_problems(explain: dict[str, Any]) -> list[str]:
+    out = [unknown_keys("explain", explain, EXPLAIN_KEYS), whole("explain.batch_size", explain.get("batch_size"), 1, 100_000)]
+    return [p for p in out if p]
+
+
+def report_problems(report: dict[str, Any]) -> list[str]:
+    out = [unknown_keys("report", report, REPORT_KEYS)]
+    if "full" in report:
+        out.append(boolean("report.full", report["full"]))
+    return [p for p in out if p]
+
+
+def score_problems(score: dict[str, Any], prefix: str = "score.", *, run: bool = True) -> list[str]:
+    """The scorer's settings: policy, n_boot, the policy options, and (in a run) the sanity switches.
+
+    `prefix` names the keys in messages (`score.` in a run, `--` for `wsl-bench score`'s options)."""
+    from wsl_bench.localize.policies import COMPONENT_RULES, POLICY_NAMES
+    from wsl_bench.metrics.evaluator import DEFAULT_OPTIONS, _options
+
+    def name(k: str) -> str:
+        return f"{prefix}{k.replace('_', '-') if prefix == '--' else k}"
+
+    out: list[str] = []
+    known = set(DEFAULT_OPTIONS) | ({"policy", "n_boot"} | (SCORE_RUN_KEYS if run else set()))
+    out.append(unknown_keys("score", score, known))
+    policy = score.get("policy", "wang2017")
+    if policy not in POLICY_NAMES:
+        out.append(f"{name('policy')}={policy!r} is not a box policy; use one of {', '.join(POLICY_NAMES)}")
+    if "n_boot" in score:
+        out.append(whole(name("n_boot"), score["n_boot"], 0, MAX_N_BOOT))
+    if "sanity" in score:
+        out.append(boolean(name("sanity"), score["sanity"]))
+    if "sanity_images" in score:
+        out.append(whole(name("sanity_images"), score["sanity_images"], 1, 100_000))
+    opts = {k: v for k, v in score.items() if k in DEFAULT_OPTIONS}
+    if opts.get("tau") is not None:
+        out.append(real(name("tau"), opts["tau"], 0.0, 1.0, hi_open=True))
+    if opts.get("components") is not None and opts["components"] not in COMPONENT_RULES:
+        out.append(f"{name('components')}={opts['components']!r} must be one of {', '.join(COMPONENT_RULES)}")
+    if "pointing_tolerance" in opts:
+        out.append(real(name("pointing_tolerance"), opts["pointing_tolerance"], 0.0, 1e6))
+    if opts.get("sweep_size") is not None:
+        out.append(whole(name("sweep_size"), opts["sweep_size"], 0, 65_536))
+    if "calibration_fraction" in opts:
+        out.append(real(name("calibration_fraction"), opts["calibration_fraction"], 0.0, 1.0, lo_open=True, hi_open=True))
+    for key in ("iou_thresholds", "iobb_thresholds", "miou_thresholds", "sweep_grid", "maxboxacc_iou"):
+        if key in opts:
+            v = opts[key]
+            if not isinstance(v, (list, tuple)) or not v or any(real("", t, 0.0, 1.0) for t in v):
+                out.append(f"{name(key)}={v!r} must be a non-empty list of numbers in [0, 1]")
+    if "progress" in opts:
+        out.append(boolean(name("progress"), opts["progress"]))
+    out = [p for p in out if p]
+    if not out and policy in POLICY_NAMES:  # the scorer's own rules (e.g. wang2017 fixes tau)
+        try:
+            _options(policy, {k: v for k, v in opts.items()})
+        except (ValueError, TypeError) as exc:
+            out.append(f"score settings: {exc}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# methods
+# ---------------------------------------------------------------------------------------------------
+
+
+def method_known_keys(info) -> set[str]:
+    """Registered defaults, every preset's and ablation's keys, and the class's declared `config_keys`."""
+    cls = info.cls
+    known = set(info.defaults)
+    for group in (getattr(cls, "presets", {}) or {}, getattr(cls, "ablations", {}) or {}):
+        for d in group.values():
+            known |= set(d)
+    known |= set(getattr(cls, "config_keys", ()) or ())
+    return known
+
+
+def _value_problem(where: str, key: str, value: Any, ref: Any) -> str | None:
+    """A user value against the value the method would otherwise use (its type), plus generic ranges.
+
+    null is accepted for any key but the generic ones (`*epochs`, `*batch_size`, `lr`, `*_lr`): methods use
+    it for "off" or "the data's own" (e.g. output_stride, input_size)."""
+    generic = key.endswith(("epochs", "batch_size")) or key == "lr" or key.endswith("_lr")
+    if value is None:
+        return f"{where}=null: give a number" if generic and ref is not None else None
+    if isinstance(ref, bool):
+        if not isinstance(value, bool):
+            return f"{where}={value!r} must be true or false"
+    elif _is_number(ref):
+        if not _is_number(value) or not math.isfinite(float(value)):
+            return f"{where}={value!r} must be a finite number (the default is {ref!r})"
+    elif isinstance(ref, str):
+        if not (isinstance(value, (str, list)) or value is None):
+            return f"{where}={value!r} must be text (the default is {ref!r})"
+    elif isinstance(ref, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            return f"{where}={value!r} must be a list (the default is {list(ref)!r})"
+    if _is_number(value) and generic:
+        if key.endswith(("epochs", "batch_size")):
+            return whole(where, value, 1, 10_000_000)
+        if key == "lr" or key.endswith("_lr"):
+            return real(where, value, 0.0, None, lo_open=True)
+    return None
+
+
+def method_problems(name: str, info, preset: str | None, overrides: dict[str, Any]) -> list[str]:
+    from wsl_bench.methods import resolve_config
+
+    out: list[str] = []
+    if not isinstance(overrides, dict):
+        return [f"methods.{name} must be a mapping of settings, e.g. --set methods.{name}.lr=0.01"]
+    known = method_known_keys(info)
+    bad = sorted(set(overrides) - known)
+    if bad:
+        out.append(f"unknown setting(s) {bad} for method {name!r}; known: {', '.join(sorted(known))}")
+    base = resolve_config(name, preset, None)
+    for key, value in overrides.items():
+        if key in known:
+            out.append(_value_problem(f"methods.{name}.{key}", key, value, base.get(key)))
+    out = [p for p in out if p]
+    check = getattr(info.cls, "check_config", None)
+    if not out and callable(check):
+        try:
+            check({**base, **overrides})
+        except (ValueError, TypeError, KeyError) as exc:
+            msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+            out.append(f"methods.{name}: {msg}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# hardware
+# ---------------------------------------------------------------------------------------------------
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def hardware_problems(hw: dict[str, Any]) -> list[str]:
+    """`--accelerator/--devices/--num-nodes/--strategy` against what Lightning knows and this machine has."""
+    import torch
+
+    out: list[str] = []
+    acc = hw.get("accelerator", "auto")
+    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if acc not in ACCELERATORS:
+        out.append(f"--accelerator {acc!r} is not one of {', '.join(ACCELERATORS)}")
+    elif acc in ("gpu", "cuda") and n_gpu == 0:
+        out.append(f"--accelerator {acc}: this machine has no CUDA GPU torch can use; use --accelerator cpu (or auto)")
+    elif acc == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        out.append("--accelerator mps: MPS is not available on this machine; use --accelerator cpu (or auto)")
+    elif acc == "tpu":
+        out.append("--accelerator tpu: TPUs are not supported by wsl-bench; use cpu or gpu")
+    on_gpu = acc in ("gpu", "cuda") or (acc == "auto" and n_gpu > 0)
+    have = n_gpu if on_gpu else _cpu_count()
+    what = f"{n_gpu} CUDA GPU(s)" if on_gpu else f"{have} CPU core(s)"
+    dev = hw.get("devices", 1)
+    if isinstance(dev, str) and dev.strip().lstrip("-").isdigit():
+        dev = int(dev)
+    if isinstance(dev, bool):
+        out.append(f"--devices {dev!r} must be a count (e.g. 1 or 8), auto, -1 or a list of device ids (e.g. 0,1)")
+    elif _is_int(dev):
+        if dev == -1:
+            pass
+        elif dev < 1:
+            out.append(f"--devices {dev}: use a count >= 1, auto or -1")
+        elif dev > max(1, have):
+            out.append(f"--devices {dev}: this machine has {what}")
+    elif isinstance(dev, str) and dev != "auto":
+        ids = [p.strip() for p in dev.split(",") if p.strip()]
+        if not ids or not all(p.isdigit() for p in ids):
+            out.append(f"--devices {dev!r} must be a count (e.g. 1 or 8), auto, -1 or a list of device ids (e.g. 0,1)")
+        elif not on_gpu:
+            out.append(f"--devices {dev!r}: device ids name GPUs, and this run is on CPU; give a count instead")
+        elif max(int(p) for p in ids) >= n_gpu:
+            out.append(f"--devices {dev!r}: this machine has {what} (ids 0..{n_gpu - 1})")
+    elif not (isinstance(dev, str) or _is_int(dev)):
+        out.append(f"--devices {dev!r} must be a count (e.g. 1 or 8), auto, -1 or a list of device ids (e.g. 0,1)")
+    out.append(whole("--num-nodes", hw.get("num_nodes", 1), 1, 100_000))
+    strategy = hw.get("strategy", "auto")
+    if strategy != "auto":
+        try:
+            from lightning.pytorch.strategies import StrategyRegistry
+
+            known = set(StrategyRegistry.available_strategies())
+        except Exception:  # noqa: BLE001 - an unusual Lightning install: let Lightning decide
+            known = {strategy}
+        if strategy not in known:
+            out.append(f"--strategy {strategy!r} is not a Lightning strategy; use auto, ddp, ddp_spawn, fsdp, ...")
+    return [p for p in out if p]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the whole run
+# ---------------------------------------------------------------------------------------------------
+
+
+def check_run_inputs(
+    methods: list[str] | None,
+    *,
+    data: str | None,
+    root: str | None,
+    preset: str,
+    seed: Any,
+    ablate: list[str] | None,
+    overrides: dict[str, Any] | None,
+    hardware: dict[str, Any] | None,
+) -> None:
+    """Raise one SettingsError listing every problem of these `build_config` inputs (nothing when all hold)."""
+    import copy
+
+    from wsl_bench import run as R
+    from wsl_bench.methods import available_methods
+
+    problems: list[str] = []
+    if preset not in R.PRESETS:
+        problems.append(f"unknown preset {preset!r}; choose one of {', '.join(R.PRESETS)}")
+        preset_cfg = copy.deepcopy(R.PRESETS["quick"])
+    else:
+        preset_cfg = copy.deepcopy(R.PRESETS[preset])
+    problems.append(seed_problem(seed))
+    overrides = copy.deepcopy(overrides or {})
+    for section in overrides:
+        if section not in SECTIONS:
+            problems.append(f"unknown section {section!r}; use data, fit, explain, score, report or methods.<name>")
+    for section in ("data", "fit", "explain", "score", "report", "methods"):
+        if section in overrides and not isinstance(overrides[section], dict):
+            problems.append(f"--set {section}=...: give SECTION.KEY=VALUE, e.g. --set {section}.<key>=...")
+            overrides.pop(section)
+    method_overrides = overrides.pop("methods", {})
+    method_preset = preset_cfg.pop("method_preset")
+    cfg = R._merge(preset_cfg, {k: v for k, v in overrides.items() if k in SECTIONS})
+
+    # data
+    d = dict(cfg["data"])
+    if data is not None and data != d.get("name"):
+        d = {"name": data, "image_size": d.get("image_size"), **overrides.get("data", {})}
+        d["name"] = data
+    if root is not None:
+        d["root"] = str(root)
+    problems += data_problems(d, R.NIH_KEYS)
+    problems += fit_problems(cfg["fit"], R.FIT_KEYS)
+    problems += explain_problems(cfg["explain"])
+    problems += score_problems(cfg["score"])
+    problems += report_problems(cfg["report"])
+
+    # methods
+    registered = available_methods()
+    chosen = list(dict.fromkeys(methods or [m for m in R.DEFAULT_METHODS if m in registered]))
+    missing = [m for m in chosen if m not in registered]
+    for m in missing:
+        problems.append(f"unknown method {m!r}; registered: {', '.join(registered) or '(none)'}. Run `wsl-bench "
+                        "methods` to list them, or register your own with the 'wsl_bench.methods' entry-point group")
+    names = [m for m in chosen if m in registered] + [r for r in R.REFERENCE_METHODS if r not in chosen]
+    for m in sorted(set(method_overrides) - set(names) - set(missing)):
+        problems.append(f"--set methods.{m}...: that method is not in this run ({', '.join(names)})")
+    for m in names:
+        if m not in registered:
+            continue
+        info = registered[m]
+        mp = preset if preset in info.cls.presets else method_preset
+        if m in method_overrides:
+            problems += method_problems(m, info, mp, method_overrides[m])
+        elif callable(getattr(info.cls, "check_config", None)):
+            problems += method_problems(m, info, mp, {})
+        for comp in ablate or []:
+            if m not in R.REFERENCE_METHODS and comp not in info.cls.ablations:
+                problems.append(f"--ablate {comp}: method {m!r} has no component {comp!r}; it offers: "
+                                f"{', '.join(info.cls.ablations) or '(none)'}")
+    problems += hardware_problems({"accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto", **(hardware or {})})
+
+    problems = list(dict.fromkeys(p for p in problems if p))
+    if len(problems) == 1:
+        raise SettingsError(problems[0])
+    if problems:
+        raise SettingsError(f"{len(problems)} problems with the run settings: "
+                            + "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1)))
