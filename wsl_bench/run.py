@@ -448,7 +448,9 @@ class Run:
         self.manifest = {}
         if self.manifest_path.exists():
             try:
-                self.manifest = json.loads(self.manifest_path.read_text())
+                from wsl_bench.guards import sanitize_manifest
+
+                self.manifest = sanitize_manifest(json.loads(self.manifest_path.read_text()), self.manifest_path, self.log)
             except ValueError:
                 self.log(f"warning: {self.manifest_path} is unreadable; every stage will be redone")
 
@@ -463,7 +465,8 @@ class Run:
         entry = self.stage(name)
         if entry.get("key") != key or not entry.get("done"):
             return False
-        for rel, digest in entry.get("files", {}).items():
+        # the stage's own files and the shared caches it trusted (wsl_bench.caches)
+        for rel, digest in {**entry.get("files", {}), **entry.get("caches", {})}.items():
             path = self.dir / rel
             if not path.is_file() or sha256_file(path) != digest:
                 self.log(f"{name}: {rel} is missing or does not match its checksum; redoing the stage")
@@ -564,7 +567,10 @@ def fit_stage(run: Run, cohort, name: str, key: str) -> None:
          # the last train_module loop of the fit (CLARiTy: the main one, after its DINO and teacher stages)
          **{k: ctx.extra[k] for k in ("fit_max_epochs", "fit_batch_size") if k in ctx.extra}}
     )
-    run.mark_done(f"fit/{name}", key, files)
+    from wsl_bench.caches import manifest_entries
+
+    used = manifest_entries(ctx.extra, run.dir)  # shared caches this fit trusted: checked like its own files
+    run.mark_done(f"fit/{name}", key, files, **({"caches": used} if used else {}))
 
 
 def _wait_for_all_ranks() -> None:
@@ -949,6 +955,10 @@ def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = p
     run = Run(out, config, log=log)
     lock = run_lock(out) if is_rank_zero() else contextlib.nullcontext()
     with lock:
+        if is_rank_zero():  # the lock is ours: temporary files in the folder belong to a killed run
+            from wsl_bench.guards import sweep_temporaries
+
+            sweep_temporaries(out, log)
         run.load_manifest()
         new_hash = run_config_hash(config)
         old_hash = run.manifest.get("config_hash")
