@@ -42,8 +42,6 @@ def score_command(
     workers: int = typer.Option(0, "--workers", help="Processes scoring maps in parallel (default 0 = all cores); results do not depend on it."),
     pointing_tolerance: float = typer.Option(0.0, "--pointing-tolerance", help="Pointing game margin in image pixels."),
     progress: bool = typer.Option(sys.stderr.isatty(), "--progress/--no-progress", help="Show a progress bar."),
-    sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Add the sanity instruments (class specificity, "
-                                "prior correlation, gain over prior-center/prior-lung scored on the same boxes) to summary.json."),
 ) -> None:
     """Score a heatmap bundle against ground-truth boxes (IoU/IoBB accuracy, pointing, mIoU, CNR, CIs).
 
@@ -51,26 +49,11 @@ def score_command(
     --labels Data_Entry_2017_v2020.csv --policy wang2017 --out scores/gradcam
     """
     from wsl_bench.heatmaps import read_bundle
-    from wsl_bench.metrics import read_bbox_csv, read_labels_csv, read_probs_csv, score, write_result
+    from wsl_bench.metrics import read_bbox_csv, read_labels_csv, read_probs_csv, score
 
     if probs is not None and labels is None:
         _fail("--probs needs --labels (the ground-truth findings per image)")
-    from wsl_bench.settings import score_problems, seed_problem, whole
-
-    # every option checked before any file is read (one line listing each problem)
-    problems = score_problems({"policy": policy, "n_boot": n_boot, "tau": tau, "components": components,
-                               "sweep_size": sweep_size, "pointing_tolerance": pointing_tolerance}, "--", run=False)
-    problems += [p for p in (seed_problem(seed), whole("--workers", workers, 0, 4096)) if p]
-    if problems:
-        _fail("; ".join(problems))
     try:
-        if image_size is not None:
-            from wsl_bench.images import check_pixels
-
-            check_pixels(image_size, image_size, "--image-size")
-        from wsl_bench.guards import check_out_dir
-
-        check_out_dir(out)
         bundle = read_bundle(heatmaps)
         box_table = read_bbox_csv(boxes)
         label_table = read_labels_csv(labels) if labels is not None else None
@@ -88,6 +71,7 @@ def score_command(
             seed=seed,
             n_boot=n_boot,
             allow_missing=allow_missing,
+            out_dir=out,
             tau=tau,
             components=components,
             sweep_size=sweep_size,
@@ -95,19 +79,8 @@ def score_command(
             pointing_tolerance=pointing_tolerance,
             progress=progress,
         )
-        if sanity:
-            from wsl_bench.metrics.sanity import standalone_sanity
-
-            policy_options = {"tau": tau, "components": components, "sweep_size": sweep_size,
-                              "pointing_tolerance": pointing_tolerance}
-            result.summary["sanity"] = standalone_sanity(bundle, result, box_table, sizes, policy=policy,
-                                                         patients=patients, seed=seed, n_boot=n_boot,
-                                                         **{k: v for k, v in policy_options.items() if v is not None})
-        write_result(result, out)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail(str(exc).strip("'\""))
-    except OSError as exc:
-        _fail(f"cannot read or write {exc.filename or out}: {exc.strerror or exc}")
     s = result.summary
     macro = s["iou_acc"]["macro"]
     console.print(
