@@ -7,7 +7,7 @@ from pathlib import Path
 import shlex
 
 from wsl_bench.report.runs import REFERENCE_METHODS, RunSet
-from wsl_bench.report.sanity import SanitySection
+from wsl_bench.report.sanity import CEILING_METHODS, SanitySection
 from wsl_bench.report.tables import SIG_MARK, Table, to_markdown
 
 
@@ -18,7 +18,9 @@ def run_command(rs: RunSet, run_dir: Path) -> str | None:
     as the manifest, so a run made with --set overrides or --ablate never gets a wrong command.
     """
     cfg, mf = rs.configs.get(run_dir, {}), rs.manifests.get(run_dir, {})
-    order = [m for m in cfg.get("methods_order", []) if m not in REFERENCE_METHODS]
+    # the references `wsl-bench run` adds by itself (the guesses, and the ceiling on SynthCXR); the config
+    # hash check below refuses the command should that rule ever not rebuild the run's method list
+    order = [m for m in cfg.get("methods_order", []) if m not in REFERENCE_METHODS and m not in CEILING_METHODS]
     if not (cfg.get("preset") and mf.get("config_hash") and order):
         return None
     try:

@@ -255,7 +255,8 @@ def sanity_table(rs: RunSet, found: dict[str, Assessment] | None = None) -> Tabl
     for name, a in found.items():
         cells = {
             "accuracy": (_fmt(*a.accuracy), a.accuracy[0]),
-            "gain": (fmt_gain(*a.gain, a.gain_p) + (f" vs {a.gain_reference}" if a.gain_reference else ""), a.gain[0]),
+            "gain": ((f"{a.gain_reference}: " if a.gain_reference and _finite(a.gain[0]) else "") + fmt_gain(*a.gain, a.gain_p),
+                     a.gain[0]),
             "right_class": (_fmt(*a.right_class), a.right_class[0]),
             "class_correlation": (_fmt(a.class_correlation[0]), a.class_correlation[0]),
             "randomisation": (_fmt(*a.randomisation), a.randomisation[0]),
