@@ -73,13 +73,16 @@ def test_boxes_at_the_priors_own_candidates_get_known_answers(hand_made):
     assert pb.loc["c.png", "best_iou"] == pytest.approx(1.0)
     assert pb.loc["d.png", "best_iou"] == pytest.approx(1 / 3)
     for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
-        kw = dict(method="prior-center", policy="wang2017", size_bin="all", threshold=t)
+        kw = dict(method="prior-center", policy="wang2017", metric="iou_acc", size_bin="all", threshold=t)
         assert _v(rows, label="Mass", **kw) == 1.0
         assert _v(rows, label="Nodule", **kw) == 0.0
         effusion = 1.0 if t < 1 / 3 else 0.5  # c.png always, d.png only while 1/3 > T
         assert _v(rows, label="Effusion", **kw) == effusion
         assert _v(rows, label="macro", **kw) == pytest.approx((1 + 0 + effusion) / 3)
         assert _v(rows, label="micro", **kw) == pytest.approx((2 + (t < 1 / 3)) / 4)
+    for t in (0.1, 0.25, 0.5, 0.75, 0.9):  # IoBB of a candidate equal to the box is 1, of none 0
+        kw = dict(method="prior-center", policy="wang2017", metric="iobb_acc", size_bin="all", threshold=t)
+        assert _v(rows, label="Mass", **kw) == 1.0 and _v(rows, label="Nodule", **kw) == 0.0
 
 
 def test_rows_carry_box_counts_and_size_bins(hand_made):
@@ -87,7 +90,7 @@ def test_rows_carry_box_counts_and_size_bins(hand_made):
     area = (boxes["w"] * boxes["h"] / 1e6).to_numpy()
     expected = {name: int(((area >= lo) & (area < hi)).sum()) for name, lo, hi in SIZE_BINS}
     assert expected["small"] == 1  # the 10x10 corner box
-    wang = rows[(rows["policy"] == "wang2017") & (rows["threshold"] == 0.1)]
+    wang = rows[(rows["policy"] == "wang2017") & (rows["metric"] == "iou_acc") & (rows["threshold"] == 0.1)]
     for name, n in expected.items():
         got = wang[(wang["size_bin"] == name) & (wang["label"] == "macro")]
         assert (int(got["n_boxes"].iloc[0]) if len(got) else 0) == n
@@ -105,6 +108,7 @@ def test_every_policy_scores_with_bootstrap_cis(hand_made):
     s = json.loads((folders["prior-center"]["maxboxacc"] / "summary.json").read_text())
     assert "maxboxacc" in s and s["bootstrap"]["n_boot"] == 20
     ci = rows[(rows["policy"] == "wang2017") & (rows["label"] == "macro") & (rows["size_bin"] == "all")]
+    assert set(ci["metric"]) == {"iou_acc", "iobb_acc"} and ci["ci_low"].notna().all()
     assert (ci["ci_low"] <= ci["value"] + 1e-12).all() and (ci["value"] <= ci["ci_high"] + 1e-12).all()
 
 
@@ -125,7 +129,8 @@ def test_floors_cli_writes_its_files_and_the_nih_figures(nih_cli):
     assert (out / "scores" / "nih" / "prior-lung" / "wang2017" / "summary.json").is_file()
     assert "| prior-lung | wang2017 | 0.65" in res.output
     rows = pd.read_csv(out / "floors.csv")
-    macro = rows[(rows["cohort"] == "nih") & (rows["size_bin"] == "all") & (rows["label"] == "macro")]
+    macro = rows[(rows["cohort"] == "nih") & (rows["metric"] == "iou_acc") & (rows["size_bin"] == "all")
+                 & (rows["label"] == "macro")]
     lung = macro[(macro["method"] == "prior-lung") & (macro["threshold"] == 0.1)]
     assert float(lung["value"].iloc[0]) == pytest.approx(NIH_PRIOR_LUNG_MACRO_01, abs=0.01)
     assert set(rows["method"]) == {"prior-lung"} and set(rows["policy"]) == {"wang2017"}

@@ -25,14 +25,14 @@ import typer
 
 from wsl_bench.io import atomic_path, write_json, write_text
 from wsl_bench.labels import BOX_FINDING_INDICES, BOX_FINDINGS
-from wsl_bench.metrics.aggregate import IOU_THRESHOLDS, SIZE_BINS, tkey
+from wsl_bench.metrics.aggregate import IOBB_THRESHOLDS, IOU_THRESHOLDS, SIZE_BINS, tkey
 
 FLOOR_METHODS: tuple[str, ...] = ("prior-center", "prior-lung")
 FLOOR_POLICIES: tuple[str, ...] = ("wang2017", "threshold", "calibrated", "maxboxacc")
 NIH_IMAGE_SIZE = 1024  # the released ChestX-ray14 PNGs are 1024 x 1024; BBox_List_2017 is in that frame
 HEADLINE_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
 REALISM_THRESHOLDS = (0.1, 0.2, 0.3)
-ROW_COLUMNS = ("cohort", "method", "policy", "size_bin", "label", "threshold", "value", "ci_low", "ci_high", "n_boxes")
+ROW_COLUMNS = ("cohort", "method", "policy", "metric", "size_bin", "label", "threshold", "value", "ci_low", "ci_high", "n_boxes")
 
 
 @dataclass
@@ -141,27 +141,29 @@ def _ci(ci_table: dict, label: str, key: str):
 
 
 def summary_rows(summary: dict, per_box: pd.DataFrame, cohort: str, method: str, policy: str) -> list[dict]:
-    """Tidy rows (ROW_COLUMNS) of IoU accuracy read from one summary.json: per class, macro and micro,
-    over all boxes (size_bin "all") and per size bin. Box counts come from per_box.csv."""
+    """Tidy rows (ROW_COLUMNS) read from one summary.json: IoU and IoBB accuracy per class, macro and
+    micro, over all boxes (size_bin "all") and per size bin. Box counts come from per_box.csv."""
     rows = []
-    keys = [tkey(t) for t in summary["iou_thresholds"]]
     counts = per_box.groupby(["size_bin", "label"]).size().to_dict()
 
-    def add(size_bin, table, ci_table, n_of):
+    def add(metric, keys, size_bin, table, ci_table, n_of):
         for label, vals in table.items():
             for k in keys:
                 lo, hi = _ci(ci_table, label, k)
-                rows.append(dict(cohort=cohort, method=method, policy=policy, size_bin=size_bin, label=label,
-                                 threshold=float(k), value=vals.get(k), ci_low=lo, ci_high=hi, n_boxes=n_of(label)))
+                rows.append(dict(cohort=cohort, method=method, policy=policy, metric=metric, size_bin=size_bin,
+                                 label=label, threshold=float(k), value=vals.get(k), ci_low=lo, ci_high=hi,
+                                 n_boxes=n_of(label)))
 
     total = int(summary["n_boxes"])
-    add("all", summary["iou_acc"], summary.get("ci", {}).get("iou_acc"),
-        lambda lab: total if lab in ("macro", "micro") else int(summary["n_boxes_per_label"].get(lab, 0)))
-    for name, entry in summary["by_size"].items():
-        if "iou_acc" not in entry:
-            continue
-        add(name, entry["iou_acc"], entry.get("ci", {}).get("iou_acc"),
-            lambda lab, name=name, n=int(entry["n_boxes"]): n if lab in ("macro", "micro") else int(counts.get((name, lab), 0)))
+    for metric, thresholds in (("iou_acc", summary["iou_thresholds"]), ("iobb_acc", summary["iobb_thresholds"])):
+        keys = [tkey(t) for t in thresholds]
+        add(metric, keys, "all", summary[metric], summary.get("ci", {}).get(metric),
+            lambda lab: total if lab in ("macro", "micro") else int(summary["n_boxes_per_label"].get(lab, 0)))
+        for name, entry in summary["by_size"].items():
+            if metric not in entry:
+                continue
+            add(metric, keys, name, entry[metric], entry.get("ci", {}).get(metric),
+                lambda lab, name=name, n=int(entry["n_boxes"]): n if lab in ("macro", "micro") else int(counts.get((name, lab), 0)))
     return rows
 
 
@@ -228,7 +230,7 @@ def headline_table(rows: pd.DataFrame, cohort: str = "nih", thresholds=HEADLINE_
     """Markdown: macro IoU accuracy per (method, policy) of one cohort, 95 % CI in brackets."""
     head = "| Reference | Boxes | " + " | ".join(f"T(IoU)={t:g}" for t in thresholds) + " |"
     lines = [head, "|---|---|" + "---:|" * len(thresholds)]
-    sub = _pick(rows, cohort=cohort, size_bin="all", label="macro")
+    sub = _pick(rows, cohort=cohort, metric="iou_acc", size_bin="all", label="macro")
     for method in dict.fromkeys(sub["method"]):
         for policy in dict.fromkeys(_pick(sub, method=method)["policy"]):
             cells = []
@@ -240,9 +242,9 @@ def headline_table(rows: pd.DataFrame, cohort: str = "nih", thresholds=HEADLINE_
 
 
 def per_class_table(rows: pd.DataFrame, cohort: str, method: str, policy: str = "wang2017", size_bin: str = "all",
-                    thresholds=IOU_THRESHOLDS) -> str:
-    """Markdown: IoU accuracy per class (and macro, micro) of one (cohort, method, policy)."""
-    sub = _pick(rows, cohort=cohort, method=method, policy=policy, size_bin=size_bin)
+                    thresholds=IOU_THRESHOLDS, metric: str = "iou_acc") -> str:
+    """Markdown: IoU (or IoBB) accuracy per class (and macro, micro) of one (cohort, method, policy)."""
+    sub = _pick(rows, cohort=cohort, method=method, policy=policy, metric=metric, size_bin=size_bin)
     lines = ["| Class | n | " + " | ".join(f"{t:g}" for t in thresholds) + " |", "|---|---:|" + "---:|" * len(thresholds)]
     for label in dict.fromkeys(sub["label"]):
         n = int(_pick(sub, label=label)["n_boxes"].iloc[0])
@@ -260,12 +262,12 @@ def realism_table(rows: pd.DataFrame, method: str, policy: str = "wang2017", thr
         name = label if size_bin == "all" else f"{size_bin} boxes (macro)"
         ns, cells = [], []
         for cohort in ("nih", "synth"):
-            r = _pick(rows, cohort=cohort, method=method, policy=policy, size_bin=size_bin, label=label)
+            r = _pick(rows, cohort=cohort, method=method, policy=policy, metric="iou_acc", size_bin=size_bin, label=label)
             ns.append(str(int(r["n_boxes"].iloc[0])) if len(r) else "0")
         for t in thresholds:
             for cohort in ("nih", "synth"):
-                v, _, _ = _value(rows, cohort=cohort, method=method, policy=policy, size_bin=size_bin, label=label,
-                                 threshold=float(t))
+                v, _, _ = _value(rows, cohort=cohort, method=method, policy=policy, metric="iou_acc", size_bin=size_bin,
+                                 label=label, threshold=float(t))
                 cells.append(_cell(v))
         lines.append(f"| {name} | {ns[0]} | {ns[1]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -304,12 +306,14 @@ def markdown_report(rows: pd.DataFrame, comp: pd.DataFrame, meta: dict) -> str:
             lines = ["| Size bin | n | " + " | ".join(f"{t:g}" for t in IOU_THRESHOLDS) + " |",
                      "|---|---:|" + "---:|" * len(IOU_THRESHOLDS)]
             for name, _, _ in SIZE_BINS:
-                r = _pick(rows, cohort=cohort, method=method, policy="wang2017", size_bin=name, label="macro")
+                r = _pick(rows, cohort=cohort, method=method, policy="wang2017", metric="iou_acc", size_bin=name, label="macro")
                 if r.empty:
                     continue
                 cells = [_cell(*_value(r, threshold=float(t))) for t in IOU_THRESHOLDS]
                 lines.append(f"| {name} (macro) | {int(r['n_boxes'].iloc[0])} | " + " | ".join(cells) + " |")
             parts += ["", f"### {method}, wang2017 boxes, per size bin", "", "\n".join(lines)]
+            parts += ["", f"### {method}, wang2017 boxes, IoBB accuracy (Wang et al.'s main metric), per class", "",
+                      per_class_table(rows, cohort, method, thresholds=IOBB_THRESHOLDS, metric="iobb_acc")]
     if {"nih", "synth"} <= set(cohorts):
         parts += ["", "## SynthCXR beside NIH (wang2017 boxes)"]
         for method in dict.fromkeys(_pick(rows, cohort="nih")["method"]):
@@ -329,14 +333,14 @@ def write_floors(out_dir: str | os.PathLike, rows: pd.DataFrame, comp: pd.DataFr
         comp.to_csv(tmp, index=False)
     nested: dict = {}
     for r in rows.itertuples(index=False):
-        cell = nested.setdefault(r.cohort, {}).setdefault(r.method, {}).setdefault(r.policy, {})
+        cell = nested.setdefault(r.cohort, {}).setdefault(r.method, {}).setdefault(r.policy, {}).setdefault(r.metric, {})
         cell.setdefault(r.size_bin, {}).setdefault(r.label, {})[tkey(r.threshold)] = {
             "value": None if pd.isna(r.value) else float(r.value),
             "ci": None if pd.isna(r.ci_low) else [float(r.ci_low), float(r.ci_high)],
             "n_boxes": int(r.n_boxes),
         }
     comp_json = {c: g.drop(columns="cohort").replace({np.nan: None}).to_dict(orient="records") for c, g in comp.groupby("cohort")}
-    write_json(paths["json"], {"meta": meta, "iou_acc": nested, "composition": comp_json})
+    write_json(paths["json"], {"meta": meta, "accuracy": nested, "composition": comp_json})
     write_text(paths["md"], markdown_report(rows, comp, meta))
     return paths
 
