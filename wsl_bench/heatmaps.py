@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tokenize
+import weakref
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
@@ -100,6 +101,15 @@ def write_bundle(
     return path
 
 
+def _reopen_in_child(ref) -> None:
+    bundle = ref()
+    if bundle is not None and getattr(bundle, "_zip", None) is not None:
+        try:
+            bundle._zip = zipfile.ZipFile(bundle.path)
+        except (OSError, zipfile.BadZipFile):
+            pass  # the parent's handle stays; reading then fails with the bundle's own error
+
+
 class HeatmapBundle(Mapping):
     """A read-only mapping key -> float32 2-D map, loaded lazily, plus `image_sizes` (id -> (h, w)).
 
@@ -118,6 +128,9 @@ class HeatmapBundle(Mapping):
             names = self._zip.namelist()
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
             raise ValueError(f"{self.path} is not a readable .npz heatmap bundle ({exc})") from None
+        # A forked process (the scorer's workers) must not share this file's offset with its parent.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _reopen_in_child(ref))
         self._members: dict[str, str] = {}
         for name in names:
             if not name.endswith(".npy"):

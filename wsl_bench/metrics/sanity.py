@@ -55,7 +55,9 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mean_pairwise_correlation(maps: Sequence[np.ndarray]) -> float:
-    """Mean Spearman correlation over every pair of `maps` (all of one shape)."""
+    """Mean Spearman correlation over the pairs of `maps` (all of one shape).
+
+    A flat map against a varying one counts 0; pairs of two flat maps are skipped; all maps flat is 1."""
     n = len(maps)
     if n < 2:
         return float("nan")
@@ -63,9 +65,12 @@ def mean_pairwise_correlation(maps: Sequence[np.ndarray]) -> float:
     constant = np.array([r is None for r in ranks])
     size = np.asarray(maps[0]).size
     stack = np.stack([np.zeros(size) if r is None else r for r in ranks])
-    corr = np.clip(stack @ stack.T, -1.0, 1.0)
-    corr[np.ix_(constant, constant)] = 1.0  # two constant maps are identical; one constant gives 0 above
-    return float(corr[np.triu_indices(n, k=1)].mean())
+    if constant.all():
+        return 1.0  # one (flat) map for every class
+    corr = np.clip(stack @ stack.T, -1.0, 1.0)  # a constant map against a varying one: 0
+    iu = np.triu_indices(n, k=1)
+    defined = ~(constant[iu[0]] & constant[iu[1]])  # two flat maps say nothing about each other: skipped
+    return float(corr[iu][defined].mean())
 
 
 def resize_map(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
