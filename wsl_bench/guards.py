@@ -23,18 +23,26 @@ def _describe(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def check_out_dir(path: str | os.PathLike, what: str = "--out") -> Path:
-    """Create folder `path` if needed and prove it is writable; else a ValueError naming it and the fix."""
+def check_out_dir(path: str | os.PathLike, what: str = "--out", create: bool = True) -> Path:
+    """Prove folder `path` can be made and written (creating it when `create`); else a ValueError naming it.
+
+    With `create=False` nothing is made: the nearest existing folder above `path` must be writable, so a
+    command whose other inputs turn out bad leaves no empty output folder behind."""
     path = Path(path)
     for parent in [path, *path.parents]:
         if parent.exists() and not parent.is_dir():
             where = "is a file" if parent == path else f"is under {parent}, which is a file"
             raise ValueError(f"{what} {path} {where}; give a folder path (a new one is created)")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=path)
-        os.close(fd)
-        os.unlink(probe)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        probe_dir = next(p for p in [path, *path.parents] if p.exists()) if not create else path
+        if not os.access(probe_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+        if create:
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=path)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as exc:
         raise ValueError(f"{what} {path} cannot be written ({_describe(exc)}); choose a folder you can write to") from None
     return path
@@ -45,7 +53,7 @@ def check_out_file(path: str | os.PathLike, what: str = "--out") -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{what} {path} is a folder; give a file name, e.g. {path / 'out.png'}")
-    check_out_dir(path.parent if str(path.parent) else Path("."), what=f"{what} {path}: the folder")
+    check_out_dir(path.parent if str(path.parent) else Path("."), what=f"{what} {path}: the folder", create=False)
     return path
 
 

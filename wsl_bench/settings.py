@@ -212,7 +212,7 @@ def score_problems(score: dict[str, Any], prefix: str = "score.", *, run: bool =
     out.append(unknown_keys("score", score, known))
     policy = score.get("policy", "wang2017")
     if policy not in POLICY_NAMES:
-        out.append(f"{name('policy')}={policy!r} is not a box policy; use one of {', '.join(POLICY_NAMES)}")
+        out.append(f"unknown policy {policy!r} ({name('policy')}); choose one of {', '.join(POLICY_NAMES)}")
     if "n_boot" in score:
         out.append(whole(name("n_boot"), score["n_boot"], 0, MAX_N_BOOT))
     if "sanity" in score:
