@@ -75,7 +75,7 @@ class TrainedNetMethod(Method):
         "normalize": "minmax",  # per-map scaling of returned heatmaps: minmax | max | none
         "share_checkpoint": "auto",
     }
-    config_keys: ClassVar[tuple[str, ...]] = tuple(base_defaults)  # read with config.get: known to `--set`
+    config_keys: ClassVar[dict[str, Any]] = dict(base_defaults)  # read with config.get: keys and types `--set` accepts
     # Config keys that change the trained network (part of the checkpoint-sharing key).
     train_keys: ClassVar[tuple[str, ...]] = ("arch", "weights", "lr", "weight_decay", "max_epochs", "batch_size",
                                              "patience", "pos_weight")

@@ -12,7 +12,7 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ class _Prior(Method):
     """One map for every image and class; fit only records the training prevalence."""
 
     trainable = False
-    config_keys: tuple[str, ...] = ("map_size", "seed")  # read with config.get: the keys `--set` accepts
+    config_keys: dict[str, Any] = {"map_size": 64, "seed": 0}  # read with config.get: the keys (and types) `--set` accepts
 
     def __init__(self, config=None, device="cpu"):
         super().__init__(config, device)
@@ -91,7 +91,7 @@ def centred_gaussian(size: int, sigma: float) -> np.ndarray:
 class PriorCenter(_Prior):
     """Centred Gaussian prior: guesses the middle of the image for every finding."""
 
-    config_keys = (*_Prior.config_keys, "sigma")
+    config_keys = {**_Prior.config_keys, "sigma": 0.25}
 
     def _default_map(self) -> np.ndarray:
         return centred_gaussian(self.map_size, float(self.config.get("sigma", 0.25)))
@@ -181,7 +181,7 @@ def _split_lung_masks(split, size: int) -> np.ndarray | None:
 class RandomMaps(_Prior):
     """Seeded noise maps and probabilities; each image's noise depends only on the image and the seed."""
 
-    config_keys = (*_Prior.config_keys, "grid")
+    config_keys = {**_Prior.config_keys, "grid": 8}
 
     def _default_map(self) -> np.ndarray:
         return np.zeros((1, 1), dtype=np.float32)

@@ -11,7 +11,8 @@ What is checked (docs/harness.md, "Settings"):
 
 - sections and keys: unknown keys are refused for every section, and for every method. A method's known
   keys are its registered defaults, every preset's and ablation's keys, and the names its class declares in
-  an optional `config_keys` attribute (keys it reads with `config.get` only). A class may also define
+  an optional `config_keys` attribute (keys it reads with `config.get` only: a tuple of names, or a mapping
+  name -> default so the value's type is checked as well). A class may also define
   `check_config(config)` (raise ValueError): it is called with the resolved config (CLARiTy validates its
   whole dataclass this way).
 - types and ranges: a method key whose resolved value is a number must stay a finite number (a bool stays a
@@ -300,7 +301,9 @@ def method_problems(name: str, info, preset: str | None, overrides: dict[str, An
     bad = sorted(set(overrides) - known)
     if bad:
         out.append(f"unknown setting(s) {bad} for method {name!r}; known: {', '.join(sorted(known))}")
-    base = resolve_config(name, preset, None)
+    declared = getattr(info.cls, "config_keys", None)
+    # a class may declare its extra keys as a mapping key -> default: the default's type is then checked too
+    base = {**(dict(declared) if isinstance(declared, dict) else {}), **resolve_config(name, preset, None)}
     for key, value in overrides.items():
         if key in known:
             out.append(_value_problem(f"methods.{name}.{key}", key, value, base.get(key)))
