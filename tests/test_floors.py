@@ -53,7 +53,8 @@ def hand_made(tmp_path_factory):
     cohort = FloorCohort("toy", boxes, side, {"a.png": "1", "b.png": "2", "c.png": "3", "d.png": "3"},
                          {"prior-center": maps})
     out = tmp_path_factory.mktemp("toy")
-    folders = score_cohort(cohort, out, ["prior-center"], ["wang2017", "threshold", "calibrated", "maxboxacc"], n_boot=20)
+    folders = score_cohort(cohort, out, ["prior-center"], ["wang2017", "threshold", "calibrated", "maxboxacc"], n_boot=20,
+                           sweep_size=250)
     return boxes, folders, collect(out, folders, "toy")
 
 
@@ -97,6 +98,8 @@ def test_rows_carry_box_counts_and_size_bins(hand_made):
     assert int(wang[(wang["size_bin"] == "all") & (wang["label"] == "Effusion")]["n_boxes"].iloc[0]) == 2
     pb = pd.read_csv(folders["prior-center"]["wang2017"] / "per_box.csv")
     comp = composition({"toy": pb})
+    cal = pd.read_csv(folders["prior-center"]["calibrated"] / "per_box.csv")  # evaluation half only
+    assert len(cal) < len(boxes)
     alls = comp[comp["label"] == "all"].set_index("size_bin")
     assert alls["n_boxes"].to_dict() == expected
     assert alls["share"].sum() == pytest.approx(1.0)
@@ -107,6 +110,7 @@ def test_every_policy_scores_with_bootstrap_cis(hand_made):
     assert set(rows["policy"]) == {"wang2017", "threshold", "calibrated", "maxboxacc"}
     s = json.loads((folders["prior-center"]["maxboxacc"] / "summary.json").read_text())
     assert "maxboxacc" in s and s["bootstrap"]["n_boot"] == 20
+    assert s["policy_options"]["sweep_size"] == 250  # passed to the sweeping policies
     ci = rows[(rows["policy"] == "wang2017") & (rows["label"] == "macro") & (rows["size_bin"] == "all")]
     assert set(ci["metric"]) == {"iou_acc", "iobb_acc"} and ci["ci_low"].notna().all()
     assert (ci["ci_low"] <= ci["value"] + 1e-12).all() and (ci["value"] <= ci["ci_high"] + 1e-12).all()
@@ -180,6 +184,7 @@ def test_floors_cli_bad_input_is_one_line_exit_2(tmp_path):
         "unknown policy 'best'": ["--policies", "wang2017,best", "--out", str(tmp_path / "o")],
         "not an image-independent reference": ["--methods", "gradcam", "--out", str(tmp_path / "o")],
         "--n-boot -1": ["--n-boot", "-1", "--out", str(tmp_path / "o")],
+        "--sweep-size -5": ["--sweep-size", "-5", "--out", str(tmp_path / "o")],
     }
     for needle, args in cases.items():
         res = CliRunner().invoke(app, ["floors", "--no-synth", *args])
@@ -189,8 +194,12 @@ def test_floors_cli_bad_input_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_nih_cohort_uses_the_wheel_geometry():
+def test_nih_cohort_uses_the_wheel_geometry(nih_cli):
     c = nih_cohort(["prior-lung"])
     assert len(c.boxes) == 984 and c.boxes["image_id"].nunique() == 880
     assert c.sizes == 1024 and len(c.patients) == 880
     assert set(c.maps["prior-lung"]) == set(c.boxes["label"])
+    # the composition is binned exactly as the scorer bins the same boxes
+    out, _ = nih_cli
+    pb = pd.read_csv(out / "scores" / "nih" / "prior-lung" / "wang2017" / "per_box.csv")
+    pd.testing.assert_frame_equal(composition({"nih": c.binned_boxes()}), composition({"nih": pb}))

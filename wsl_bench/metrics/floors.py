@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,18 @@ class FloorCohort:
         per_label = self.maps[method]
         pairs = self.boxes[["image_id", "label"]].drop_duplicates()
         return {bundle_key(i, lab): per_label[lab] for i, lab in zip(pairs["image_id"], pairs["label"])}
+
+    def binned_boxes(self, bins=SIZE_BINS) -> pd.DataFrame:
+        """label and size_bin of every box (area / image area, binned as the scorer bins it)."""
+        from wsl_bench.metrics.aggregate import size_bin
+
+        ids = self.boxes["image_id"]
+        if isinstance(self.sizes, dict):
+            hw = np.array([self.sizes[i] for i in ids], dtype=np.float64).reshape(-1, 2)
+        else:
+            hw = np.full((len(ids), 2), float(self.sizes))
+        area = (self.boxes["w"] * self.boxes["h"]).to_numpy(dtype=np.float64) / (hw[:, 0] * hw[:, 1])
+        return pd.DataFrame({"label": self.boxes["label"].to_numpy(), "size_bin": size_bin(area, bins)})
 
 
 def reference_maps(method) -> dict[str, np.ndarray]:
@@ -118,10 +131,10 @@ def synth_cohort(seed: int = 0, preset: str = "quick", methods=FLOOR_METHODS, pr
 
 
 def score_cohort(cohort: FloorCohort, out_dir: str | os.PathLike, methods=FLOOR_METHODS, policies=FLOOR_POLICIES,
-                 n_boot: int = 1000, seed: int = 0, progress: bool = False) -> dict:
+                 n_boot: int = 1000, seed: int = 0, progress: bool = False, sweep_size: int | None = None) -> dict:
     """Score every (method, policy) into out_dir/<cohort>/<method>/<policy>/ (per_box.csv, summary.json).
 
-    Returns {method: {policy: folder}}."""
+    `sweep_size`: the calibrated/maxboxacc sweep grid (None: the scorer's default). Returns {method: {policy: folder}}."""
     from wsl_bench.metrics.evaluator import score
 
     folders: dict = {}
@@ -130,7 +143,8 @@ def score_cohort(cohort: FloorCohort, out_dir: str | os.PathLike, methods=FLOOR_
         for policy in policies:
             folder = Path(out_dir) / cohort.name / name / policy
             score(maps, cohort.boxes, cohort.sizes, policy=policy, patients=cohort.patients, seed=seed,
-                  n_boot=n_boot, out_dir=folder, progress=progress)
+                  n_boot=n_boot, out_dir=folder, progress=progress,
+                  **({"sweep_size": sweep_size} if sweep_size is not None and policy in ("calibrated", "maxboxacc") else {}))
             folders.setdefault(name, {})[policy] = folder
     return folders
 
@@ -181,7 +195,8 @@ def collect(out_dir: str | os.PathLike, folders: dict, cohort: str) -> pd.DataFr
 def composition(boxes_by_cohort: dict[str, pd.DataFrame], bins=SIZE_BINS) -> pd.DataFrame:
     """Box counts and shares per size bin (label "all") and per class within each bin, per cohort.
 
-    `boxes_by_cohort`: cohort -> a scorer per_box table (its size_bin column is the scorer's binning)."""
+    `boxes_by_cohort`: cohort -> a table with label and size_bin per box (`FloorCohort.binned_boxes`, or a
+    scorer's per_box.csv)."""
     rows = []
     for cohort, pb in boxes_by_cohort.items():
         total = len(pb)
@@ -348,30 +363,29 @@ def write_floors(out_dir: str | os.PathLike, rows: pd.DataFrame, comp: pd.DataFr
 def run_floors(out_dir: str | os.PathLike, *, synth: bool = True, synth_seed: int = 0, synth_preset: str = "quick",
                policies=FLOOR_POLICIES, methods=FLOOR_METHODS, n_boot: int = 1000, seed: int = 0,
                image_size: int = NIH_IMAGE_SIZE, progress: bool = False, command: str = "wsl-bench floors",
-               log=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+               sweep_size: int | None = None, log=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Score the references on NIH (and SynthCXR), write every table; returns (rows, composition, meta)."""
     log = log or (lambda msg: None)
     out = Path(out_dir)
     t0 = time.perf_counter()
     log("NIH: the 984 real boxes from the torchxrayvision wheel")
     nih = nih_cohort(methods, image_size)
-    folders = {"nih": score_cohort(nih, out / "scores", methods, policies, n_boot, seed, progress)}
+    folders = {"nih": score_cohort(nih, out / "scores", methods, policies, n_boot, seed, progress, sweep_size)}
     cohorts = {"nih": nih}
     if synth:
         log(f"SynthCXR: the {synth_preset} cohort, seed {synth_seed} (generated on first use, then cached)")
         sc = synth_cohort(synth_seed, synth_preset, methods, progress)
-        folders["synth"] = score_cohort(sc, out / "scores", methods, policies, n_boot, seed, progress)
+        folders["synth"] = score_cohort(sc, out / "scores", methods, policies, n_boot, seed, progress, sweep_size)
         cohorts["synth"] = sc
     rows = pd.concat([collect(out / "scores", f, c) for c, f in folders.items()], ignore_index=True)
-    first = {c: pd.read_csv(Path(next(iter(next(iter(f.values())).values()))) / "per_box.csv", dtype={"image_id": str})
-             for c, f in folders.items()}
-    comp = composition(first)
+    comp = composition({c: v.binned_boxes() for c, v in cohorts.items()})
     meta = {
         "command": command,
         "methods": list(methods),
         "policies": list(policies),
         "n_boot": int(n_boot),
         "seed": int(seed),
+        "sweep_size": sweep_size,
         "cohorts": {c: v.info for c, v in cohorts.items()},
         "synth_seed": int(synth_seed) if synth else None,
         "synth_preset": synth_preset if synth else None,
@@ -405,12 +419,13 @@ def floors_command(
     methods: str = typer.Option(",".join(FLOOR_METHODS), "--methods", help="Comma-separated references to score (image-independent ones only)."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Patient-bootstrap replicates for the 95% CIs (0 = none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and of the calibrated policy's split."),
+    sweep_size: Optional[int] = typer.Option(None, "--sweep-size", help="Grid (longer side) of the calibrated/maxboxacc threshold sweeps; default: the scorer's (0 = full resolution). 256 is several times faster."),
     image_size: int = typer.Option(NIH_IMAGE_SIZE, "--image-size", help="Side of the NIH images the boxes refer to (the released PNGs: 1024)."),
     progress: bool = typer.Option(sys.stderr.isatty(), "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Score prior-center and prior-lung (no pixels needed) on the 984 real NIH boxes, and on SynthCXR beside them.
 
-    Example: wsl-bench floors --out floors/            (NIH and SynthCXR seed 0, every policy)
+    Example: wsl-bench floors --sweep-size 256 --out floors/   (NIH and SynthCXR seed 0, every policy)
 
     Example: wsl-bench floors --no-synth --policies wang2017 --out floors-nih/
     """
@@ -431,6 +446,8 @@ def floors_command(
               f"choose from {', '.join(FLOOR_METHODS)}")
     if n_boot < 0:
         _fail(f"--n-boot {n_boot}: must be 0 (no CIs) or a positive number of replicates")
+    if sweep_size is not None and sweep_size < 0:
+        _fail(f"--sweep-size {sweep_size}: must be 0 (full resolution) or a positive number of pixels")
     if image_size < 1:
         _fail(f"--image-size {image_size}: must be a positive number of pixels (NIH: 1024)")
     problem = _out_problem(out)
@@ -450,9 +467,10 @@ def floors_command(
     argv += [f"--n-boot {n_boot}"] if n_boot != 1000 else []
     argv += [f"--seed {seed}"] if seed else []
     argv += [f"--image-size {image_size}"] if image_size != NIH_IMAGE_SIZE else []
+    argv += [f"--sweep-size {sweep_size}"] if sweep_size is not None else []
     try:
         rows, _, meta = run_floors(out, synth=synth, synth_seed=synth_seed, policies=chosen, methods=chosen_methods, n_boot=n_boot, seed=seed,
-                                   image_size=image_size, progress=progress, command=" ".join(argv),
+                                   image_size=image_size, progress=progress, command=" ".join(argv), sweep_size=sweep_size,
                                    log=lambda m: err.print(m, highlight=False))
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail(str(exc).strip("'\""))
