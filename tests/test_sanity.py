@@ -312,3 +312,22 @@ def test_score_cli_adds_sanity_and_skips_randomization(tmp_path):
     assert s["randomization"]["status"] == "skipped" and "outside a run" in s["randomization"]["reason"]
     assert s["class_specificity"]["right_class_rate"]["macro"]["rate"] == 1.0
     assert set(s["gain_over_guess"]["references"]) == {"prior-lung", "prior-center"}
+
+
+@pytest.mark.slow
+def test_instruments_run_on_nih_layout_data_without_the_ceiling(demo_method, tmp_path):
+    from wsl_bench.data.export import export_nih_layout
+    from wsl_bench.run import build_config, execute
+
+    export_nih_layout(tmp_path / "nih", n=80, size=64, seed=0)
+    cfg = build_config([demo_method], data="nih", root=str(tmp_path / "nih"), preset="tiny",
+                       overrides={"score": {"n_boot": 20, "sanity_images": 3}, "report": {"full": False}})
+    assert "oracle-seg" not in cfg["methods_order"]  # NIH has no lesion masks: no supervised ceiling
+    execute(cfg, tmp_path / "run", log=lambda m: None)
+    for name in cfg["methods_order"]:
+        s = json.loads((tmp_path / "run" / "scores" / name / "summary.json").read_text())["sanity"]
+        assert s["class_specificity"]["n_images"] > 0
+        assert set(s["prior_correlation"]) == {"prior-center", "prior-lung"}
+    s = json.loads((tmp_path / "run" / "scores" / demo_method / "summary.json").read_text())["sanity"]
+    assert s["role"] == "method" and s["gain_over_guess"]["rows"]
+    assert s["randomization"]["status"] == "computed" and s["randomization"]["n_images"] == 3
