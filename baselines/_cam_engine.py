@@ -150,14 +150,18 @@ def score_cam_maps(
     *,
     max_channels: int | None = None,
     batch_size: int = 64,
+    score_model: nn.Module | None = None,
 ) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020) as in the grad-cam library (min-max normalised upsampled
     channel masks times the image, softmax over channels of the class logit), but one masked
-    forward serves every class, and masked images of many (image, channel) pairs share a batch.
+    forward serves every class, and masked images of many (image, channel) pairs share a batch
+    of `batch_size` (the memory bound).
 
     `max_channels` keeps only the channels with the largest mean activation per image (our speed
-    switch for CPU; None = all channels, as in the paper).
+    switch for CPU; None = all channels, as in the paper). `score_model` scores the masked images
+    in place of `model` (an inference copy of it, `baselines._fast_forward`: same logits, faster).
     """
+    model = score_model if score_model is not None else model
     b, k, h, w = activations.shape
     acts = activations.detach()
     if max_channels is not None and max_channels < k:
@@ -201,11 +205,13 @@ def cam_maps(
     reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
     score_cam_channels: int | None = None,
     score_cam_batch: int = 64,
+    score_model: nn.Module | None = None,
 ) -> torch.Tensor:
     """Raw (un-normalised) maps [B,len(classes),h,w] of CAM variant `name` at `layer`.
 
     `reshape` turns the layer's output into a map [B,K,h,w] (e.g. ViT tokens -> grid); it is
-    applied after capture, so gradients flow back to the tokens.
+    applied after capture, so gradients flow back to the tokens. `score_model` (Score-CAM only)
+    scores the masked images in place of `model`.
     """
     if name not in CAM_NAMES:
         raise ValueError(f"unknown CAM {name!r} (config key 'cam'); choose one of {', '.join(CAM_NAMES)}")
@@ -215,7 +221,8 @@ def cam_maps(
                 acts = _capture(model, layer, images)
             acts = reshape(acts) if reshape else acts
             return score_cam_maps(
-                model, images, acts, classes, max_channels=score_cam_channels, batch_size=score_cam_batch
+                model, images, acts, classes, max_channels=score_cam_channels, batch_size=score_cam_batch,
+                score_model=score_model,
             )
         if name == "eigencam":
             with torch.no_grad():

@@ -1,20 +1,37 @@
-"""captum saliency baselines on the same timm ResNet as the CAM family: Integrated Gradients and
-Occlusion, batched over images and classes.
+"""Saliency baselines on the same timm ResNet as the CAM family: Integrated Gradients and
+Occlusion, batched over images, classes, steps and windows.
 
 With the default ``share_checkpoint="auto"`` and matching presets these reuse the ResNet that
 `gradcam` trained in the same run. Maps are pixel-level; we average-pool them by `pool` (our
 choice: pixel attributions are speckled, and box extraction works on regions).
+
+Two engines compute the same maps (config key `engine`):
+
+- ``"batched"`` (default): our own loops on a fast inference copy of the network
+  (`baselines._fast_forward`). IG runs one forward pass per (image, step) for all classes, then
+  one input-gradient backward pass per class through that graph; Occlusion runs one forward per
+  (image, window), and every class reads its logit from it. Both chunk their stacked rows
+  (`internal_batch_size`, `perturbations_per_eval`), which bounds peak memory.
+- ``"captum"``: captum's IntegratedGradients / Occlusion, as the reference. IG there runs one
+  forward + backward per (image, class, step).
+
+The tests check that both engines give the same maps to float tolerance.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from baselines._fast_forward import cached_inference_copy
 from baselines.cam import _RESNET_PRESETS, TimmCNNMethod
 from wsl_bench.methods import register_method
+
+ENGINES = ("batched", "captum")
 
 
 def _signed(attr: torch.Tensor, sign: str) -> torch.Tensor:
@@ -32,21 +49,33 @@ def _pool(maps: torch.Tensor, pool: int) -> torch.Tensor:
 class CaptumAttribution(TimmCNNMethod):
     """Shared plumbing: ResNet training (as the CAM family), sign handling, pooling."""
 
-    base_defaults = {**TimmCNNMethod.base_defaults, "sign": "positive", "pool": 4}
+    # engine: "batched" (ours, fast) or "captum" (the reference); same maps (see the module doc)
+    base_defaults = {**TimmCNNMethod.base_defaults, "sign": "positive", "pool": 4, "engine": "batched"}
 
     def explain_batch(self, images: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
         net = self.ensure_net().eval()
-        flags = [p.requires_grad for p in net.parameters()]
-        for p in net.parameters():
-            p.requires_grad_(False)  # captum only needs input gradients
-        try:
-            attr = self.attribute(net, images, list(classes))  # [B,C,H,W]
-        finally:
-            for p, f in zip(net.parameters(), flags):
-                p.requires_grad_(f)
+        engine = str(self.config.get("engine", "batched"))
+        if engine not in ENGINES:
+            raise ValueError(f"unknown attribution engine {engine!r} (config key 'engine'); use {' or '.join(ENGINES)}")
+        if engine == "batched":
+            attr = self.attribute_batched(cached_inference_copy(self, net), images, list(classes))
+        else:
+            flags = [p.requires_grad for p in net.parameters()]
+            for p in net.parameters():
+                p.requires_grad_(False)  # captum only needs input gradients
+            try:
+                attr = self.attribute(net, images, list(classes))  # [B,C,H,W]
+            finally:
+                for p, f in zip(net.parameters(), flags):
+                    p.requires_grad_(f)
         return _pool(_signed(attr.float(), str(self.config.get("sign", "positive"))), int(self.config.get("pool") or 1))
 
     def attribute(self, net, images: torch.Tensor, classes: list[int]) -> torch.Tensor:
+        """captum's attribution [B,C,H,W] (the reference engine)."""
+        raise NotImplementedError
+
+    def attribute_batched(self, net, images: torch.Tensor, classes: list[int]) -> torch.Tensor:
+        """Our batched attribution [B,C,H,W]; equals `attribute` to float tolerance."""
         raise NotImplementedError
 
 
@@ -55,6 +84,8 @@ class IntegratedGradientsMethod(CaptumAttribution):
     """captum Integrated Gradients (black-image baseline) on a timm ResNet trained on the cohort."""
 
     paper = "Sundararajan et al., Axiomatic attribution for deep networks, ICML 2017"
+    # internal_batch_size: (image, step) rows per forward pass in the batched engine; captum's
+    # (image, class, step) rows per forward + backward in the captum engine
     base_defaults = {**CaptumAttribution.base_defaults, "n_steps": 32, "internal_batch_size": 128}
     presets = {
         "quick": {**_RESNET_PRESETS["quick"], "n_steps": 8, "internal_batch_size": 128},
@@ -77,12 +108,18 @@ class IntegratedGradientsMethod(CaptumAttribution):
         )
         return attr.reshape(b, c, *images.shape[-2:])
 
+    def attribute_batched(self, net, images, classes):
+        return integrated_gradients(net, images, classes, n_steps=int(self.config["n_steps"]),
+                                    rows=int(self.config["internal_batch_size"]))
+
 
 @register_method("occlusion")
 class OcclusionMethod(CaptumAttribution):
     """captum Occlusion (sliding black patch) on a timm ResNet; one sweep scores all classes."""
 
     paper = "Zeiler & Fergus, Visualizing and understanding convolutional networks, ECCV 2014"
+    # perturbations_per_eval: occluded images per forward pass in the batched engine; windows per
+    # forward (times the batch) in the captum engine
     base_defaults = {**CaptumAttribution.base_defaults, "window": 16, "stride": 8, "perturbations_per_eval": 64,
                      "pool": 1}
     presets = {
@@ -106,3 +143,94 @@ class OcclusionMethod(CaptumAttribution):
             perturbations_per_eval=int(self.config["perturbations_per_eval"]),
         )
         return attr.reshape(b, c, *images.shape[-2:])
+
+    def attribute_batched(self, net, images, classes):
+        return occlusion(net, images, classes, window=int(self.config["window"]), stride=int(self.config["stride"]),
+                         rows=int(self.config["perturbations_per_eval"]))
+
+
+def gauss_legendre(n_steps: int) -> tuple[list[float], list[float]]:
+    """(step sizes, alphas) of the n-point Gauss-Legendre rule on [0, 1]: captum's default IG rule."""
+    nodes, weights = np.polynomial.legendre.leggauss(int(n_steps))
+    return (0.5 * weights).tolist(), (0.5 * (1 + nodes)).tolist()
+
+
+def integrated_gradients(net, images: torch.Tensor, classes: Sequence[int], *, n_steps: int,
+                         rows: int = 128) -> torch.Tensor:
+    """Integrated Gradients [B,C,H,W] from a black baseline, Gauss-Legendre steps (captum's rule).
+
+    The interpolated images do not depend on the class, so each (image, step) row is forwarded
+    once and every class gets its input gradient from a backward pass through that one graph
+    (captum forwards every (image, class, step) row). `rows` (image, step) rows share a forward
+    pass, which bounds the memory the graph holds.
+    """
+    classes = [int(c) for c in classes]
+    b = images.shape[0]
+    step_sizes, alphas = gauss_legendre(n_steps)
+    weights = torch.tensor(step_sizes, dtype=torch.float32, device=images.device)
+    x = images.detach()
+    total = torch.zeros(len(classes), *x.shape, dtype=torch.float32, device=x.device)
+    n_rows = n_steps * b  # row r = (step r // b, image r % b), step-major as in captum
+    for start in range(0, n_rows, max(1, int(rows))):
+        idx = torch.arange(start, min(start + max(1, int(rows)), n_rows), device=x.device)
+        step, img = idx // b, idx % b
+        alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device)[step].view(-1, *([1] * (x.dim() - 1)))
+        scaled = (alpha * x[img]).requires_grad_(True)
+        with torch.enable_grad():
+            logits = net(scaled)
+            for j, c in enumerate(classes):
+                (grad,) = torch.autograd.grad(logits[:, c].sum(), scaled, retain_graph=j < len(classes) - 1)
+                total[j].index_add_(0, img, grad.float() * weights[step].view(-1, *([1] * (x.dim() - 1))))
+        del logits, scaled
+    # [C,B,1,H,W] -> [B,C,H,W] (grey input: one channel, as the captum engine's reshape)
+    return (total * x.float()).transpose(0, 1).reshape(b, len(classes), *x.shape[-2:])
+
+
+def occlusion_windows(size: tuple[int, int], window: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """(top, bottom, left, right) of every occluding window, captum's placement: ceil((S - w) / s) + 1
+    positions per axis, the last one clipped at the border."""
+    out = []
+    h, w = size
+    if window > h or window > w:
+        raise ValueError(f"occlusion window {window} exceeds the image size {h}x{w} (config key 'window')")
+    if stride > window and (h > window or w > window):
+        raise ValueError(f"occlusion stride {stride} exceeds the window {window} (config keys 'stride', 'window')")
+    rows = [i * stride for i in range(math.ceil((h - window) / stride) + 1)]
+    cols = [i * stride for i in range(math.ceil((w - window) / stride) + 1)]
+    for r in rows:
+        for c in cols:
+            out.append((r, min(r + window, h), c, min(c + window, w)))
+    return out
+
+
+@torch.no_grad()
+def occlusion(net, images: torch.Tensor, classes: Sequence[int], *, window: int, stride: int,
+              rows: int = 64) -> torch.Tensor:
+    """Occlusion [B,C,H,W] with a black window (captum's formula: the mean, over the windows
+    covering a pixel, of logit(image) - logit(occluded image)).
+
+    One forward pass of each occluded image gives every class's logit. `rows` occluded images
+    share a forward pass (the memory bound).
+    """
+    classes = [int(c) for c in classes]
+    b, _, h, w = images.shape
+    wins = occlusion_windows((h, w), int(window), int(stride))
+    x = images.detach()
+    base = net(x)[:, classes].float()  # [B,C]
+    total = torch.zeros(b, len(classes), h, w, dtype=torch.float32, device=x.device)
+    count = torch.zeros(h, w, dtype=torch.float32, device=x.device)
+    for r0, r1, c0, c1 in wins:
+        count[r0:r1, c0:c1] += 1
+    pairs = [(k, i) for k in range(len(wins)) for i in range(b)]  # window-major, as captum's sweep
+    step = max(1, int(rows))
+    for start in range(0, len(pairs), step):
+        chunk = pairs[start : start + step]
+        occluded = x[[i for _, i in chunk]]  # advanced indexing copies
+        for row, (k, _) in enumerate(chunk):
+            r0, r1, c0, c1 = wins[k]
+            occluded[row, :, r0:r1, c0:c1] = 0.0
+        diff = base[[i for _, i in chunk]] - net(occluded)[:, classes].float()  # [rows,C]
+        for row, (k, i) in enumerate(chunk):
+            r0, r1, c0, c1 = wins[k]
+            total[i, :, r0:r1, c0:c1] += diff[row][:, None, None]
+    return total / count

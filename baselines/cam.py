@@ -15,6 +15,7 @@ from torch import nn
 
 from baselines._backbones import GrayscaleNet, cnn_target_layer, create_timm
 from baselines._cam_engine import CAM_NAMES, cam_maps
+from baselines._fast_forward import cached_inference_copy
 from baselines._trainable import TrainedNetMethod
 from wsl_bench.methods import register_method
 
@@ -99,13 +100,17 @@ class CNNCAM(TimmCNNMethod):
         **TimmCNNMethod.base_defaults,
         "cam": "gradcam",
         "score_cam_channels": 64,  # Score-CAM: top channels by mean activation (None: all)
-        "score_cam_batch": 64,  # masked images per forward in Score-CAM
+        "score_cam_batch": 64,  # masked images per forward in Score-CAM (the memory bound)
+        # Score-CAM scores masked images on an inference copy of the net (BN folded, channels last,
+        # unfold stem; same logits to float rounding, baselines/_fast_forward.py); False: the net itself
+        "score_cam_fast": True,
     }
     presets = _RESNET_PRESETS
 
     def explain_batch(self, images: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
         channels = self.config.get("score_cam_channels")
         net = self.explain_net()
+        fast = self.config["cam"] == "scorecam" and bool(self.config.get("score_cam_fast", True))
         return cam_maps(
             str(self.config["cam"]),
             net,
@@ -114,6 +119,7 @@ class CNNCAM(TimmCNNMethod):
             classes,
             score_cam_channels=None if channels is None else int(channels),
             score_cam_batch=int(self.config.get("score_cam_batch", 64)),
+            score_model=cached_inference_copy(self, net) if fast else None,
         )
 
 
