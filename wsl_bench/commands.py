@@ -199,7 +199,7 @@ def explain_image(run_dir: Path, method_name: str, image_path: Path, out: Path, 
         first = (str(exc).strip().splitlines() or ["(no message)"])[0]
         raise ValueError(f"cannot load {method_name} from {ckdir} ({type(exc).__name__}: {first}); re-run "
                          f"`wsl-bench run --out {run_dir}` with the same options: it redoes a damaged fit") from None
-    x = torch.nn.functional.interpolate(torch.from_numpy(grey8).float()[None, None] / 255.0, size=(size, size), mode="area")
+    x = torch.nn.functional.interpolate(torch.tensor(grey8, dtype=torch.float32)[None, None] / 255.0, size=(size, size), mode="area")
     probs = method.predict(x).detach().float()[0].numpy()
     maps = method.explain(x, list(BOX_FINDING_INDICES)).detach().float()[0].numpy()
     # drawn at most 1024 px a side (the panels are ~300 px): memory stays small for any accepted image
