@@ -77,7 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 FIT_KEYS = {"max_epochs", "batch_size", "num_workers", "compile", "channels_last", "precision"}
-NIH_KEYS = {"name", "root", "image_size", "val_fraction", "skip_bad", "preload"}
+NIH_KEYS = {"name", "root", "image_size", "val_fraction", "skip_bad", "preload", "cache", "cache_dir"}
 HASHED_SECTIONS = ("preset", "seed", "data", "methods", "fit", "explain", "score")
 
 
@@ -308,7 +308,7 @@ def load_cohort(data_cfg: dict[str, Any], seed: int, progress: bool = False):
 
     return load_nih(
         d.pop("root"), image_size=int(d.pop("image_size")), seed=seed, val_fraction=float(d.pop("val_fraction", 0.1)),
-        skip_bad=bool(d.pop("skip_bad", False)), **({"preload": d["preload"]} if "preload" in d else {}),
+        skip_bad=bool(d.pop("skip_bad", False)), **{k: d[k] for k in ("preload", "cache", "cache_dir") if k in d}, progress=progress or None,
     )
 
 

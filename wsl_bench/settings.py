@@ -137,6 +137,10 @@ def data_problems(data: dict[str, Any], nih_keys) -> list[str]:
             out.append(boolean("data.skip_bad", data["skip_bad"]))
         if "preload" in data:
             out.append(boolean("data.preload", data["preload"], none_ok=True))
+        if "cache" in data:
+            out.append(boolean("data.cache", data["cache"], none_ok=True))
+        if data.get("cache_dir") is not None and not (isinstance(data["cache_dir"], str) and data["cache_dir"].strip()):
+            out.append(f"data.cache_dir={data['cache_dir']!r} must be a folder path (or null for the default)")
         return [p for p in out if p]
     from dataclasses import fields
 

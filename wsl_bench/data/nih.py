@@ -143,21 +143,59 @@ def decode_png(path: Path, size: int | None) -> np.ndarray:
 
 
 class NIHDataset(CXRDataset):
-    """A ChestX-ray14 split; pixels are read from disk (or preloaded when they fit in memory)."""
+    """A ChestX-ray14 split; pixels are read from disk, preloaded when they fit in memory, or read from the
+    resized image cache (`wsl_bench.data.image_cache`, a memory-mapped uint8 file) when `cache_file` is given
+    and `cache` is true, or `cache` is None and the split is over the preload budget."""
 
-    def __init__(self, paths: list[Path], image_ids, patient_ids, labels, orig_sizes, image_size, boxes, meta=None, preload=None):
+    def __init__(self, paths: list[Path], image_ids, patient_ids, labels, orig_sizes, image_size, boxes, meta=None, preload=None,
+                 cache=False, cache_file=None, progress=None):
         super().__init__(image_ids, patient_ids, labels, orig_sizes, image_size, boxes, meta)
         self.paths = list(paths)
         self.views = list((meta or {}).get("views", ["PA"] * len(self.paths)))
         self.meta.pop("views", None)
         self.images = None
+        self.rows = None  # rows of `images` (a subset of a memory-mapped cache keeps the map, not a copy)
+        self.cache_file = None
+        fits = len(self.paths) * image_size * image_size <= MAX_PRELOAD_BYTES
+        if cache is None:
+            cache = preload is None and not fits
+        if cache and cache_file is not None and self.paths:
+            from wsl_bench.data import image_cache
+            from wsl_bench.images import ImageError
+
+            try:
+                self.images = image_cache.open_or_build(
+                    cache_file, self.paths, image_size, progress=progress,
+                    desc=f"caching NIH {self.meta.get('split', '')} at {image_size} px",
+                )
+            except ImageError as exc:
+                raise NIHDataError(f"{exc}; re-extract it from the official archive or pass --skip-bad") from None
+            self.cache_file = Path(cache_file)
+            if preload:
+                self.images = np.array(self.images)
+            return
         if preload is None:
-            preload = len(self.paths) * image_size * image_size <= MAX_PRELOAD_BYTES
+            preload = fits
         if preload and self.paths:
             self.images = np.stack([decode_png(p, image_size) for p in self.paths])
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if isinstance(self.images, np.memmap):  # DataLoader workers reopen the map instead of copying the pixels
+            state["images"] = None
+            state["_memmap"] = os.fspath(self.images.filename)
+        return state
+
+    def __setstate__(self, state):
+        path = state.pop("_memmap", None)
+        self.__dict__.update(state)
+        if path is not None:
+            self.images = np.load(path, mmap_mode="r", allow_pickle=False)
+
     def _raw(self, i: int) -> np.ndarray:
-        return self.images[i] if self.images is not None else decode_png(self.paths[i], self.image_size)
+        if self.images is None:
+            return decode_png(self.paths[i], self.image_size)
+        return self.images[i if self.rows is None else self.rows[i]]
 
     def _load_image(self, i: int) -> np.ndarray:
         return self._raw(i).astype(np.float32) / 255.0
@@ -165,7 +203,7 @@ class NIHDataset(CXRDataset):
     def load_images(self, indices) -> torch.Tensor:
         idx = np.asarray(indices, dtype=np.int64)
         if self.images is not None:
-            return torch.from_numpy(self.images[idx]).float().div_(255.0)[:, None]
+            return torch.from_numpy(self.images[idx if self.rows is None else self.rows[idx]]).float().div_(255.0)[:, None]
         return torch.from_numpy(np.stack([self._raw(int(i)) for i in idx])).float().div_(255.0)[:, None]
 
     def subset(self, indices) -> "NIHDataset":
@@ -176,7 +214,11 @@ class NIHDataset(CXRDataset):
         CXRDataset.__init__(ds, ids, [self.patient_ids[i] for i in idx], self.labels[idx], self.orig_sizes[idx], self.image_size, boxes, self.meta)
         ds.paths = [self.paths[i] for i in idx]
         ds.views = [self.views[i] for i in idx]
-        ds.images = self.images[idx] if self.images is not None else None
+        ds.cache_file = self.cache_file
+        if isinstance(self.images, np.memmap):
+            ds.images, ds.rows = self.images, (idx if self.rows is None else self.rows[idx])
+        else:
+            ds.images, ds.rows = (self.images[idx] if self.images is not None else None), None
         return ds
 
 
@@ -256,11 +298,21 @@ def load_nih(
     val_fraction: float = 0.1,
     skip_bad: bool = False,
     preload: bool | None = None,
+    cache: bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
 ) -> Cohort:
     """The NIH ChestX-ray14 cohort: official train_val/test split, a patient-disjoint validation
     split of train_val (`val_fraction`, seeded), all box images and boxes (original pixels) in the
     split that holds them. Images missing on disk are left out and counted; a corrupt image is an
-    error naming it, or with `skip_bad=True` skipped and counted (`info["skipped_bad_images"]`)."""
+    error naming it, or with `skip_bad=True` skipped and counted (`info["skipped_bad_images"]`).
+
+    Pixels: `preload=None` keeps a split in memory when it fits in `MAX_PRELOAD_BYTES` (1 GiB), else reads
+    it per batch; `preload=True/False` forces either. `cache=True` reads every split from the resized image
+    cache (`nih-<split>-<size>px.npy`, built once with all cores, checksummed, memory-mapped; with
+    `preload=True` copied into memory); `cache=None` (default) uses it for the splits that do not fit the
+    preload budget when `preload` is None; `cache=False` never. The cache lives in `cache_dir`, default
+    `$WSL_BENCH_CACHE/images/nih-<digest of the root>/` (`~/.cache/wsl-bench/...`)."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     t = read_tables(root)
@@ -281,6 +333,13 @@ def load_nih(
             skipped.append(iid)
             sizes.pop(iid, None)
     val_patients = _patient_val_split([entries.at[i, "patient_id"] for i in t.train_val if i in sizes], val_fraction, seed)
+    if cache_dir is None:
+        from wsl_bench.data.image_cache import default_folder
+
+        digest = hashlib.sha256(os.path.abspath(t.layout.root).encode()).hexdigest()[:12]
+        cache_folder = default_folder() / f"nih-{digest}"
+    else:
+        cache_folder = Path(cache_dir).expanduser()
 
     def make(ids: list[str], split: str) -> NIHDataset:
         ids = [i for i in ids if i in sizes]
@@ -290,6 +349,7 @@ def load_nih(
             [t.on_disk[i] for i in ids], ids, rows["patient_id"].tolist(), rows[list(FINDINGS)].to_numpy(np.float32),
             np.array([sizes[i] for i in ids], dtype=np.int64).reshape(-1, 2), image_size, boxes,
             meta={"split": split, "dataset": "nih", "views": rows["view"].tolist()}, preload=preload,
+            cache=cache, cache_file=cache_folder / f"nih-{split}-{image_size}px.npy", progress=progress,
         )
 
     tv_ids = [i for i in t.train_val if i in sizes]
@@ -315,6 +375,7 @@ def load_nih(
         "box_images": int(all_boxes["image_id"].nunique()) if len(all_boxes) else 0,
         "missing_images": len(t.missing_images),
         "skipped_bad_images": len(skipped),
+        "image_cache": {s.meta["split"]: (str(s.cache_file) if s.cache_file else None) for s in (train, val, test)},
         "skipped_bad_image_ids": skipped[:100],
         "fallbacks": t.fallbacks,
         "warnings": warnings,
