@@ -53,7 +53,22 @@ def score_command(
 
     if probs is not None and labels is None:
         _fail("--probs needs --labels (the ground-truth findings per image)")
+    from wsl_bench.settings import score_problems, seed_problem, whole
+
+    # every option checked before any file is read (one line listing each problem)
+    problems = score_problems({"policy": policy, "n_boot": n_boot, "tau": tau, "components": components,
+                               "sweep_size": sweep_size, "pointing_tolerance": pointing_tolerance}, "--", run=False)
+    problems += [p for p in (seed_problem(seed), whole("--workers", workers, 0, 4096)) if p]
+    if problems:
+        _fail("; ".join(problems))
     try:
+        if image_size is not None:
+            from wsl_bench.images import check_pixels
+
+            check_pixels(image_size, image_size, "--image-size")
+        from wsl_bench.guards import check_out_dir
+
+        check_out_dir(out, create=False)  # made when the scores are written
         bundle = read_bundle(heatmaps)
         box_table = read_bbox_csv(boxes)
         label_table = read_labels_csv(labels) if labels is not None else None
@@ -81,6 +96,8 @@ def score_command(
         )
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail(str(exc).strip("'\""))
+    except OSError as exc:
+        _fail(f"cannot read or write {exc.filename or out}: {exc.strerror or exc}")
     s = result.summary
     macro = s["iou_acc"]["macro"]
     console.print(
