@@ -11,6 +11,7 @@ for _mod in ("cam", "vit", "hybrid", "attributions"):
         _warnings.warn(f"baselines.{_mod} not registered: {_exc}", stacklevel=2)
 
 from baselines import priors  # noqa: E402,F401  (sanity references; no optional dependencies)
+from baselines import oracle  # noqa: E402,F401  (the supervised ceiling, oracle-seg; torch + safetensors only)
 
 # can-afloc room: CAN (cross-attention CNNs) and AFLoc (vision-language, offline text encoder)
 for _mod in ("can", "afloc"):
