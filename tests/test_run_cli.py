@@ -55,4 +55,4 @@ def test_no_flags_means_clarity_and_gradcam_on_quick_synth(tmp_path, monkeypatch
     assert result.exit_code == 0, result.output
     assert "run folder: runs/quick" in result.output and "synth at 128 px, 2400/400/600" in result.output
     fits = [l.split()[0] for l in result.output.splitlines() if l.strip().startswith("fit/")]
-    assert fits == ["fit/clarity", "fit/gradcam", "fit/prior-center", "fit/prior-lung", "fit/random"]
+    assert fits == ["fit/clarity", "fit/gradcam", "fit/prior-center", "fit/prior-lung", "fit/random", "fit/oracle-seg"]

@@ -42,6 +42,8 @@ def score_command(
     workers: int = typer.Option(0, "--workers", help="Processes scoring maps in parallel (default 0 = all cores); results do not depend on it."),
     pointing_tolerance: float = typer.Option(0.0, "--pointing-tolerance", help="Pointing game margin in image pixels."),
     progress: bool = typer.Option(sys.stderr.isatty(), "--progress/--no-progress", help="Show a progress bar."),
+    sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Add the sanity instruments (class specificity, "
+                                "prior correlation, gain over prior-center/prior-lung scored on the same boxes) to summary.json."),
 ) -> None:
     """Score a heatmap bundle against ground-truth boxes (IoU/IoBB accuracy, pointing, mIoU, CNR, CIs).
 
@@ -49,7 +51,7 @@ def score_command(
     --labels Data_Entry_2017_v2020.csv --policy wang2017 --out scores/gradcam
     """
     from wsl_bench.heatmaps import read_bundle
-    from wsl_bench.metrics import read_bbox_csv, read_labels_csv, read_probs_csv, score
+    from wsl_bench.metrics import read_bbox_csv, read_labels_csv, read_probs_csv, score, write_result
 
     if probs is not None and labels is None:
         _fail("--probs needs --labels (the ground-truth findings per image)")
@@ -86,7 +88,6 @@ def score_command(
             seed=seed,
             n_boot=n_boot,
             allow_missing=allow_missing,
-            out_dir=out,
             tau=tau,
             components=components,
             sweep_size=sweep_size,
@@ -94,6 +95,15 @@ def score_command(
             pointing_tolerance=pointing_tolerance,
             progress=progress,
         )
+        if sanity:
+            from wsl_bench.metrics.sanity import standalone_sanity
+
+            policy_options = {"tau": tau, "components": components, "sweep_size": sweep_size,
+                              "pointing_tolerance": pointing_tolerance}
+            result.summary["sanity"] = standalone_sanity(bundle, result, box_table, sizes, policy=policy,
+                                                         patients=patients, seed=seed, n_boot=n_boot,
+                                                         **{k: v for k, v in policy_options.items() if v is not None})
+        write_result(result, out)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail(str(exc).strip("'\""))
     except OSError as exc:

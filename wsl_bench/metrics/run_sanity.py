@@ -68,8 +68,10 @@ def randomization_stage(run, cohort, name: str, key: str) -> None:
 
 
 def _reference_per_box(run, name: str) -> dict[str, pd.DataFrame]:
-    """The guesses' per-box tables already scored in this run (never the method itself)."""
+    """The guesses' per-box tables already scored in this run (none for a guess: guesses are the floor)."""
     out = {}
+    if run.config["methods"][name]["registry"] in GUESS_REFERENCES:
+        return out
     for ref in run.config["methods_order"]:
         if ref == name or run.config["methods"][ref]["registry"] not in GUESS_REFERENCES:
             continue
@@ -96,8 +98,9 @@ def sanity_inputs(run, name: str) -> dict[str, str]:
     """Digests of what a method's sanity summary reads besides its bundle (for the score stage's key)."""
     out = {}
     if run.config["score"].get("sanity", True):
-        for ref in run.config["methods_order"]:
-            if ref != name and run.config["methods"][ref]["registry"] in GUESS_REFERENCES:
+        guess = run.config["methods"][name]["registry"] in GUESS_REFERENCES
+        for ref in run.config["methods_order"] if not guess else ():
+            if run.config["methods"][ref]["registry"] in GUESS_REFERENCES:
                 out[f"ref:{ref}"] = str(sorted(run.stage(f"score/{ref}").get("files", {}).items()))
         out["randomization"] = str(sorted(run.stage(f"randomization/{name}").get("files", {}).items()))
     return out

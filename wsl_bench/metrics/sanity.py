@@ -25,6 +25,7 @@ CEILING_REFERENCES: tuple[str, ...] = ("oracle-seg",)
 PRIOR_MAP_REFERENCES: tuple[str, ...] = ("prior-lung", "prior-center")
 CHANCE = 1.0 / len(BOX_FINDINGS)
 TIE_TOLERANCE = 1e-9  # relative: masses this close count as a tie (identical maps give exact ties)
+MAX_GRID = 256  # maps finer than this (longer side) are area-averaged to it first: bounded time and memory
 
 
 def role_of(name: str) -> str:
@@ -82,6 +83,16 @@ def resize_map(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return a
     down = shape[0] < a.shape[0] or shape[1] < a.shape[1]
     return resize(a, shape, order=1, anti_aliasing=down, mode="edge", preserve_range=True)
+
+
+def coarse(a: np.ndarray, max_side: int = MAX_GRID) -> np.ndarray:
+    """A map as float32 on a grid of at most `max_side` cells a side (area average when finer)."""
+    a = np.asarray(a, dtype=np.float32)
+    side = max(a.shape)
+    if side <= max_side:
+        return a
+    shape = tuple(max(1, round(n * max_side / side)) for n in a.shape)
+    return resize_map(a, shape).astype(np.float32)
 
 
 def _coverage(lo: float, hi: float, n_cells: int, extent: float) -> np.ndarray:
@@ -388,7 +399,7 @@ def sanity_summary(
     role = role_of(name or "")
     others = {n: r for n, r in (references or {}).items() if n != name}
     wanted = {bundle_key(i, lab) for i in set(per_box["image_id"]) for lab in BOX_FINDINGS}
-    maps = {k: np.asarray(maps[k]) for k in wanted if k in maps}  # read each map of the bundle once
+    maps = {k: coarse(maps[k]) for k in wanted if k in maps}  # read each map of the bundle once
     return {
         "correlation": "spearman",
         "role": role,
