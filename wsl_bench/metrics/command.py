@@ -99,7 +99,7 @@ def score_command(
             from wsl_bench.metrics.sanity import standalone_sanity
 
             policy_options = {"tau": tau, "components": components, "sweep_size": sweep_size,
-                              "pointing_tolerance": pointing_tolerance}
+                              "pointing_tolerance": pointing_tolerance, "workers": workers}
             result.summary["sanity"] = standalone_sanity(bundle, result, box_table, sizes, policy=policy,
                                                          patients=patients, seed=seed, n_boot=n_boot,
                                                          **{k: v for k, v in policy_options.items() if v is not None})
