@@ -9,7 +9,16 @@ Two exact ways to the same boxes: a map upsampled from a smaller one (`source_sh
 through `wsl_bench.localize.tiles` (all thresholds in one pass, checked on the actual pixels);
 otherwise, or when those checks fail, or when component areas are needed, each threshold is
 labelled. Superlevel sets are nested, so thresholds are processed in increasing order and each
-labelling pass only looks at the bounding box of the previous foreground.
+labelling pass only looks at the bounding box of the previous foreground (and, given `rect_above`,
+only at the tiles that can exceed the threshold).
+
+Labelling without areas traces the outer borders of the components with OpenCV's `findContours`
+(Suzuki-Abe border following: foreground 8-connected, holes 4-connected; `RETR_CCOMP` keeps an
+island inside a hole as a component of its own); the bounding box of a component's outer border is
+the component's bounding box, and its first point is the component's first pixel in row-major
+order, so sorting by it gives scipy's label order. Equal to `scipy.ndimage.label` + `find_objects`
+(tested on random masks) and an order of magnitude faster (it reads the mask once and walks the
+borders only).
 """
 
 from __future__ import annotations
@@ -18,6 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
+
+try:
+    import cv2
+except ImportError:  # pragma: no cover - cv2 comes with grad-cam; scipy labels instead
+    cv2 = None
 
 from wsl_bench.localize.tiles import tiled_candidates
 
@@ -64,11 +78,14 @@ def empty_candidates() -> Candidates:
     return Candidates(np.zeros((0, 4), np.float64), np.zeros(0, np.float64), np.zeros(0, np.int64))
 
 
-def threshold_candidates(norm: np.ndarray, thresholds, need_area: bool = False, source_shape=None) -> Candidates:
+def threshold_candidates(norm: np.ndarray, thresholds, need_area: bool = False, source_shape=None,
+                         rect_above=None) -> Candidates:
     """All component boxes of ``norm > t`` for each t in `thresholds` (must be increasing).
 
     `source_shape`: the shape of the map `norm` was upsampled from (bilinear, `maps.upsample`), if
     any; it selects the one-pass tiled path, whose boxes equal the per-threshold labelling's.
+    `rect_above`: t -> a rectangle (r0, r1, c0, c1) holding every pixel above t, or None
+    (`PreparedMap.rect_above`); labelling then reads only that rectangle.
     """
     thr = np.asarray(thresholds, dtype=np.float64).ravel()
     if thr.size > 1 and np.any(np.diff(thr) <= 0):
@@ -78,16 +95,62 @@ def threshold_candidates(norm: np.ndarray, thresholds, need_area: bool = False, 
         if tiled is not None:
             boxes, level = tiled
             return Candidates(boxes, np.zeros(len(boxes), np.float64), level)
-    return labelled_candidates(norm, thr, need_area)
+    return labelled_candidates(norm, thr, need_area, rect_above)
 
 
-def labelled_candidates(norm: np.ndarray, thr: np.ndarray, need_area: bool = False) -> Candidates:
-    """The per-threshold path: label ``norm > t`` (8-connected) inside the previous foreground's box."""
+def contour_boxes(mask: np.ndarray) -> np.ndarray:
+    """Bounding boxes (x0, y0, x1, y1) of the 8-connected components of a 2-D bool mask, in the
+    order of `scipy.ndimage.label` (first pixel, row-major): [n, 4] int64."""
+    m = np.ascontiguousarray(mask).view(np.uint8)
+    contours, hier = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return np.zeros((0, 4), np.int64)
+    outer = np.flatnonzero(hier[0][:, 3] < 0)  # outer borders; holes have a parent
+    pts = [contours[i].reshape(-1, 2) for i in outer.tolist()]
+    lens = np.fromiter((len(p) for p in pts), np.int64, len(pts))
+    xy = np.concatenate(pts).astype(np.int64)
+    st = np.r_[0, np.cumsum(lens)[:-1]]
+    lo = np.minimum.reduceat(xy, st, axis=0)
+    hi = np.maximum.reduceat(xy, st, axis=0) + 1
+    first = xy[st]
+    order = np.lexsort((first[:, 0], first[:, 1]))
+    return np.concatenate([lo, hi], axis=1)[order]
+
+
+def labelled_candidates(norm: np.ndarray, thr: np.ndarray, need_area: bool = False, rect_above=None) -> Candidates:
+    """The per-threshold path: label ``norm > t`` (8-connected) inside the previous foreground's box
+    (and inside `rect_above(t)` when given)."""
     boxes, areas, levels = [], [], []
     r0, c0 = 0, 0
     sub = norm
     for k, t in enumerate(thr):
+        if rect_above is not None:
+            rect = rect_above(float(t))
+            if rect is None:
+                break
+            ra, rb = max(rect[0] - r0, 0), min(rect[1] - r0, sub.shape[0])
+            ca, cb = max(rect[2] - c0, 0), min(rect[3] - c0, sub.shape[1])
+            if rb <= ra or cb <= ca:
+                break
+            sub = sub[ra:rb, ca:cb]
+            r0 += ra
+            c0 += ca
         mask = sub > np.float32(t)
+        if not need_area and cv2 is not None:
+            b = contour_boxes(mask)
+            if len(b) == 0:
+                break
+            # the next threshold's foreground lies inside this one's: crop to its box
+            ra, ca = int(b[:, 1].min()), int(b[:, 0].min())
+            rb, cb = int(b[:, 3].max()), int(b[:, 2].max())
+            sub = sub[ra:rb, ca:cb]
+            b = (b + np.array([c0, r0, c0, r0])).astype(np.float64)
+            r0 += ra
+            c0 += ca
+            boxes.append(b)
+            areas.append(np.zeros(len(b), np.float64))
+            levels.append(np.full(len(b), k, np.int64))
+            continue
         rows = np.flatnonzero(mask.any(axis=1))
         if rows.size == 0:
             break  # nested sets: every higher threshold is empty too

@@ -48,14 +48,34 @@ class BoxPolicy:
             if not (0.0 <= float(t) < 1.0):
                 raise ValueError(f"threshold tau must be in [0, 1), got {t}")
 
-    def candidates(self, norm: np.ndarray, informative: bool = True, source_shape=None) -> Candidates:
+    def candidates(self, norm: np.ndarray, informative: bool = True, source_shape=None,
+                   rect_above=None) -> Candidates:
         """Candidate boxes in `norm`'s pixel grid (empty for a constant map). `source_shape`: the
-        shape of the map `norm` was upsampled from, if any (a faster path to the same boxes)."""
+        shape of the map `norm` was upsampled from, if any; `rect_above`: where pixels above a
+        threshold can be (`PreparedMap.rect_above`). Both are faster paths to the same boxes."""
         if not informative:
             return empty_candidates()
         largest = self.components == "largest"
-        c = threshold_candidates(norm, sorted(self.thresholds), need_area=largest, source_shape=source_shape)
+        c = threshold_candidates(norm, sorted(self.thresholds), need_area=largest, source_shape=source_shape,
+                                 rect_above=rect_above)
         return c.largest_per_level() if largest else c
+
+    def candidates_of(self, pm) -> Candidates:
+        """`candidates` of a `PreparedMap`, reading (and normalising) only the rectangle that can
+        hold the lowest threshold's foreground. The same boxes."""
+        thr = sorted(self.thresholds)
+        rect = pm.rect_above(thr[0]) if pm.informative else None
+        if rect is None:
+            return empty_candidates()
+        r0, r1, c0, c1 = rect
+        sub = pm.region(slice(r0, r1), slice(c0, c1))
+
+        def shifted(t):
+            r = pm.rect_above(t)
+            return None if r is None else (r[0] - r0, r[1] - r0, r[2] - c0, r[3] - c0)
+
+        c = self.candidates(sub, True, rect_above=shifted)
+        return Candidates(c.boxes + np.array([c0, r0, c0, r0], np.float64), c.areas, c.level)
 
     def describe(self) -> dict:
         return {"name": self.name, "thresholds": [float(t) for t in self.thresholds], "components": self.components}

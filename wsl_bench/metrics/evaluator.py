@@ -21,7 +21,7 @@ from wsl_bench.heatmaps import bundle_key, check_map
 from wsl_bench.images import check_pixels
 from wsl_bench.io import atomic_path, write_json
 from wsl_bench.localize.geometry import overlaps, xywh_to_xyxy
-from wsl_bench.localize.maps import prepare, single_thread, working_size
+from wsl_bench.localize.maps import prepare, prepare_map, single_thread, working_size
 from wsl_bench.localize.policies import (
     COMPONENT_RULES,
     POLICY_NAMES,
@@ -42,7 +42,7 @@ from wsl_bench.metrics.aggregate import (
     summarize_boxes,
     tkey,
 )
-from wsl_bench.metrics.pixel import MIOU_THRESHOLDS, PxAPAccumulator, pointing_hits, region_stats
+from wsl_bench.metrics.pixel import MIOU_THRESHOLDS, PxAPAccumulator, pointing_hits, prepared_region_stats
 from wsl_bench.metrics.readers import check_boxes
 
 MAXBOXACC_IOU = (0.3, 0.5, 0.7)
@@ -195,19 +195,23 @@ class BoxScorer:
             c["missing"][rows] = True
             return None
         heatmap = check_map(group.key, heatmap)
-        norm, informative = prepare(heatmap, group.size)
-        c["pointing_hit"][rows] = pointing_hits(norm, informative, gt, o["pointing_tolerance"])
-        c["miou"][rows], c["cnr"][rows] = region_stats(norm, gt, o["miou_thresholds"])
+        pm = prepare_map(heatmap, group.size)  # `prepare`'s map, read only where it matters
+        informative = pm.informative
+        if not sweep and self.policy is not None and len(self.policy.thresholds):
+            pm.warm(min([*self.policy.thresholds, *o["miou_thresholds"]]))
+        c["pointing_hit"][rows] = pointing_hits(None, informative, gt, o["pointing_tolerance"], peak=pm.peak)
+        c["miou"][rows], c["cnr"][rows] = prepared_region_stats(pm, gt, o["miou_thresholds"])
         if self.pxap is not None and group.key in self.masks:
-            self.pxap.accumulate(group.label, norm, self.masks[group.key], group.key)
+            self.pxap.accumulate(group.label, pm.norm, self.masks[group.key], group.key)
         if sweep:
+            norm = pm.norm
             work = working_size(group.size, o["sweep_size"])
             wnorm, winf = (norm, informative) if work == tuple(group.size) else prepare(heatmap, work)
             c["n_candidates"][rows] = np.nan
             for t in o["iobb_thresholds"]:
                 c[fp_column(t)][rows] = np.nan
             return sweep_overlaps(wnorm, winf, gt, group.size, o["sweep_grid"], ("all",), source_shape=heatmap.shape)
-        cand = self.policy.candidates(norm, informative, source_shape=heatmap.shape)
+        cand = self.policy.candidates_of(pm)
         if len(cand):
             iou, iobb = overlaps(gt, cand.boxes)
             c["best_iou"][rows] = iou.max(axis=1)
