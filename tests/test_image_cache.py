@@ -254,3 +254,17 @@ def test_run_settings_accept_and_check_the_cache_keys(root, tmp_path):
     assert isinstance(cohort.train.images, np.memmap)
     assert cohort.info["image_cache"]["test"] == str(tmp_path / "c" / "nih-test-32px.npy")
     assert os.stat(cohort.info["image_cache"]["test"]).st_mode & 0o044 == 0o044  # readable by the group/others
+
+
+def test_getitem_converts_every_grey_level_like_load_image(root, tmp_path):
+    """__getitem__ converts in torch (one pass); every uint8 level gives the float32 `_load_image` gives."""
+    levels = np.arange(256, dtype=np.uint8)
+    assert np.array_equal(torch.from_numpy(levels).float().div_(255.0).numpy(), levels.astype(np.float32) / 255.0)
+    for cohort in (load_nih(root, image_size=24, cache=False, preload=False),
+                   load_nih(root, image_size=24, cache=True, cache_dir=tmp_path / "c")):
+        ds = cohort.train
+        for i in (0, 3, len(ds) - 1):
+            item = ds[i]
+            assert item["image"].dtype == torch.float32 and item["image"].shape == (1, 24, 24)
+            assert np.array_equal(item["image"][0].numpy(), ds._load_image(i)) and item["index"] == i
+            assert torch.equal(item["labels"], torch.from_numpy(ds.labels[i]))

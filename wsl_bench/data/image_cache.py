@@ -17,8 +17,10 @@ suite's one image reader; the cache holds what the uncached loader returns, byte
 - **Refused when the disk lacks room.** Before allocating, `shutil.disk_usage` of the folder is compared
   with the bytes the file needs; too few is one `ImageCacheError` line naming the folder, the bytes needed
   and free, and where to put the cache instead.
-- **Safe with several processes.** Build and check run under an `flock` on `.<name>.lock`, so DDP ranks that
-  open the same cache build it once and the others wait, then verify it.
+- **Safe with several processes.** Checks hold a shared `flock` on `.<name>.lock` and a build an exclusive
+  one, so DDP ranks that open the same cache verify it side by side, build it once, and the others wait,
+  then verify it. A rebuild renames a new file into place, so a process still mapping the old one keeps
+  reading the old, consistent pixels.
 """
 
 from __future__ import annotations
@@ -188,12 +190,12 @@ def open_cache(path: str | os.PathLike) -> np.memmap:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, shared: bool = False) -> Iterator[None]:
     import fcntl
 
     lock = path.with_name(f".{path.name}.lock")
     with open(lock, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -243,8 +245,11 @@ def open_or_build(
     path = Path(path)
     _make_folder(path.parent)
     size = int(size)
-    with _locked(path):
-        source = source_fingerprint(files)
+    source = source_fingerprint(files)
+    with _locked(path, shared=True):  # processes that only verify (DDP ranks) do so side by side
+        if problem(path, files, size, source) is None:
+            return open_cache(path)
+    with _locked(path):  # one builds; the others wait here, then find it valid
         why = problem(path, files, size, source)
         if why is None:
             return open_cache(path)
