@@ -7,8 +7,8 @@ suite's one image reader; the cache holds what the uncached loader returns, byte
 
 - **Built once, with every core.** The file is allocated in full first (`posix_fallocate`, so a full disk
   is an error before any pixel is written, never a SIGBUS in the middle), then filled by a process pool
-  (forked workers that use only numpy, PIL and the file) that decodes chunks of images and writes their rows with
-  `pwrite`; a tqdm bar counts images. It is written under a temporary name and renamed into place.
+  (forked workers that use only numpy, PIL and the file) that decodes chunks of images and writes their
+  rows with `pwrite`; a tqdm bar counts images. It is written under a temporary name, renamed into place.
 - **Checksummed.** A sidecar `<name>.json` records the cache version, the size, the shape, the source
   fingerprint (every source file's path, byte size and mtime, and the reader: `wsl_bench/images.py` and
   the Pillow version) and the sha256 of every 64 MiB chunk of the cache file. Opening re-hashes the file
