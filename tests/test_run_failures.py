@@ -112,3 +112,11 @@ def test_cli_shows_the_scored_methods_then_fails_with_the_list(flaky, tmp_path, 
     assert "Traceback" not in result.output
     assert (out / "report" / "report.md").read_text() == "# the full report\n"  # its notes list failures
     assert json.loads((out / "manifest.json").read_text())["failures"]["flaky-explain"]["stage"] == "explain"
+
+
+def test_the_failure_message_never_claims_scores_that_do_not_exist():
+    from wsl_bench.run import MethodsFailed
+
+    one = {"gradcam": {"stage": "fit", "error": "ValueError: x"}}
+    assert "No method was scored" in str(MethodsFailed(one, None, n_methods=1))
+    assert "other methods were scored" in str(MethodsFailed(one, None, n_methods=4))

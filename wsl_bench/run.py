@@ -92,11 +92,13 @@ class MethodsFailed(RunError):
     report path. Re-running the same command retries only the failed methods' stages.
     """
 
-    def __init__(self, failures: dict[str, dict[str, str]], report: Path | None):
+    def __init__(self, failures: dict[str, dict[str, str]], report: Path | None, n_methods: int | None = None):
         self.failures, self.report = failures, report
         lines = "; ".join(f"{m} ({f['stage']}: {f['error']})" for m, f in failures.items())
+        others = ("No method was scored; the report lists the failures" if n_methods is not None
+                  and len(failures) >= n_methods else "The other methods were scored and reported")
         super().__init__(
-            f"{len(failures)} method(s) failed: {lines}. The other methods were scored and reported; "
+            f"{len(failures)} method(s) failed: {lines}. {others}; "
             "fix the cause and re-run the same command to finish the failed ones (WSL_BENCH_DEBUG=1 re-raises "
             "the first failure with its traceback)"
         )
@@ -1041,7 +1043,7 @@ def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = p
             log("report")
             report = report_stage(run, rkey)
         if failures:
-            raise MethodsFailed(failures, report)
+            raise MethodsFailed(failures, report, len(config["methods_order"]))
         return report
 
 
