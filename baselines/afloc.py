@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -568,6 +568,7 @@ class AFLoc(Method):
 
     description = "AFLoc: multi-level vision-language contrastive learning, prompt-similarity localization"
     paper = "Yang et al., annotation-free pathology localization (arXiv 2401.02044; Nat. Biomed. Eng. 2025)"
+    config_keys: ClassVar[dict[str, Any]] = dict(_DEFAULTS)  # the keys (and types) `--set` accepts
     presets = {
         # quick: decided on the seed-1 development cohort (docs/can_afloc.md, "Quick preset")
         "quick": {"backbone": "resnet18", "backbone_channels": [16, 32, 64, 128], "embed_dim": 64,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -216,6 +216,7 @@ class CAN(Method):
 
     description = "CAN: cross-attention (Hadamard product) of two CNNs with attention and balance losses"
     paper = "Ma, Wang, Hoi, Multi-label thoracic disease classification with cross-attention networks (MICCAI 2019)"
+    config_keys: ClassVar[dict[str, Any]] = dict(_DEFAULTS)  # the keys (and types) `--set` accepts
     presets = {
         "quick": {"backbone_a": "resnet18", "backbone_b": "resnet18", "channels_a": [16, 32, 64, 128],
                   "channels_b": [16, 32, 64, 128], "feature_dim": 64, "output_stride": 16,

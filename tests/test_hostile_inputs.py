@@ -56,7 +56,7 @@ def snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Input files for score and explain, and a finished run folder holding prior-center (no training)."""
-    from tests.conftest import TinyLabelled
+    from conftest import TinyLabelled
     from wsl_bench import run as R
     from wsl_bench.methods import FitContext, create_method
 

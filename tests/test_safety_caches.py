@@ -39,7 +39,7 @@ def truncate(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def toy():
-    from tests.test_clarity_fit import ToyLungs
+    from test_clarity_fit import ToyLungs
 
     return ToyLungs(32, 0), ToyLungs(16, 1)
 
@@ -137,7 +137,7 @@ def test_lung_segmenter_cache_is_verified(tmp_path, toy):
 
 def test_shared_backbone_is_verified_before_another_method_loads_it(tmp_path):
     from baselines._trainable import CONFIG_FILE, WEIGHTS_FILE
-    from tests.conftest import TinyLabelled
+    from conftest import TinyLabelled
 
     train, val = TinyLabelled(64, 0, size=32), TinyLabelled(32, 1, size=32)
     run = tmp_path / "run"

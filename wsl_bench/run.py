@@ -793,13 +793,6 @@ def explain_stage(run: Run, cohort, name: str, key: str) -> None:
     shutil.rmtree(hdir / f"{name}.parts", ignore_errors=True)
 
 
-def scoring_order(config: dict[str, Any]) -> list[str]:
-    """Methods in run order, the guesses first: every other method's gain over a guess reads their scores."""
-    order = config["methods_order"]
-    guesses = [m for m in order if config["methods"][m]["registry"] in GUESS_REFERENCES]
-    return guesses + [m for m in order if m not in guesses]
-
-
 def sanity_key(run: Run, name: str, explain_key: str) -> str | None:
     """The randomisation stage's key (None when the test does not apply to this method)."""
     if not wants_randomization(run.config, name):
@@ -843,7 +836,7 @@ def score_stage(run: Run, name: str, key: str) -> None:
         )
         if sc.get("sanity", True):
             t_sanity = time.perf_counter()
-            result.summary["sanity"] = run_sanity_summary(run, name, bundle, result, sizes)
+            result.summary["sanity"] = run_sanity_summary(run, name, bundle, result, boxes, sizes, patients, options)
             run.manifest.setdefault("timings", {}).setdefault(name, {})["sanity_score_s"] = round(
                 time.perf_counter() - t_sanity, 3)
     write_result(result, tmp)
@@ -1010,7 +1003,7 @@ def execute(config: dict[str, Any], out: Path, *, log: Callable[[str], None] = p
             return None
 
         score_keys = []
-        for m in scoring_order(config):
+        for m in config["methods_order"]:
             if m in failures:
                 continue
             ekey = config_hash({"fit": keys[f"fit/{m}"], "ckpt": run.files_digest(f"fit/{m}"), "explain": config["explain"]})

@@ -133,7 +133,8 @@ def test_bench_score_wang2017_vs_plain_scipy(benchmark, nih):
         plain_wall_s=round(ref_wall, 2), plain_cpu_s=round(ref_cpu, 2), ratio_wall=round(ref_wall / wall, 2),
         ratio_cpu=round(ref_cpu / cpu, 2), peak_rss_after_plain_gb=round(ref_mem, 3),
         peak_rss_after_score_gb=round(mem, 3)))
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2 < 2.0
+    if not benchmark.disabled:  # alone, the process peak is this scoring's; in the suite, every earlier test's
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2 < 2.0
 
 
 def test_bench_score_maxboxacc_vs_wsolevaluation_and_plain_scipy(benchmark, nih):
@@ -159,4 +160,5 @@ def test_bench_score_maxboxacc_vs_wsolevaluation_and_plain_scipy(benchmark, nih)
         plain_maps=len(keys), plain_wall_s_scaled=round(sub_wall * scale, 1), plain_cpu_s_scaled=round(sub_cpu * scale, 1),
         ratio_plain_cpu=round(sub_cpu * scale / cpu, 2), peak_rss_after_score_gb=round(mem, 3),
         maxboxacc_v2_macro=round(mb, 4), wsolevaluation_pooled_v2=round(wsol_mb, 4)))
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2 < 2.0
+    if not benchmark.disabled:  # alone, the process peak is this scoring's; in the suite, every earlier test's
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2 < 2.0

@@ -78,4 +78,5 @@ def test_bench_scoring_nih_boxes(benchmark, nih_case, policy):
         n_boxes=len(boxes), cpu_s=round(cpu_s, 2), peak_rss_gb=round(_peak_rss_gb(), 3), cpus=os.cpu_count(),
         load_avg_1min=round(os.getloadavg()[0], 2),
     )
-    assert _peak_rss_gb() < 2.0
+    if not benchmark.disabled:  # alone (--benchmark-enable), the process peak is this scoring's; in the suite it is every earlier test's
+        assert _peak_rss_gb() < 2.0

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wsl_bench.heatmaps import bundle_key
 from wsl_bench.io import sha256_file, write_json
 from wsl_bench.labels import BOX_FINDING_INDICES
 from wsl_bench.methods import create_method, get_method_info
@@ -67,20 +68,6 @@ def randomization_stage(run, cohort, name: str, key: str) -> None:
     run.mark_done(f"randomization/{name}", key, {f"heatmaps/{path.name}": sha256_file(path)})
 
 
-def _reference_per_box(run, name: str) -> dict[str, pd.DataFrame]:
-    """The guesses' per-box tables already scored in this run (none for a guess: guesses are the floor)."""
-    out = {}
-    if run.config["methods"][name]["registry"] in GUESS_REFERENCES:
-        return out
-    for ref in run.config["methods_order"]:
-        if ref == name or run.config["methods"][ref]["registry"] not in GUESS_REFERENCES:
-            continue
-        path = run.dir / "scores" / ref / "per_box.csv"
-        if path.is_file() and run.stage(f"score/{ref}").get("done"):
-            out[ref] = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
-    return out
-
-
 def _prior_maps(run) -> dict[str, np.ndarray]:
     """The image-independent prior maps as this run fitted them (prior-lung: the train split's lungs)."""
     out = {}
@@ -90,23 +77,51 @@ def _prior_maps(run) -> dict[str, np.ndarray]:
             continue
         method = create_method(registry, run.config["methods"][ref]["config"], device="cpu", preset=None)
         method.load(run.dir / "checkpoints" / ref)
-        out[registry] = np.asarray(method.prior_map, dtype=np.float64)
+        out[registry] = np.asarray(method.prior_map, dtype=np.float32)
     return out
+
+
+def _guesses(run, boxes, sizes, patients, options) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray]]:
+    """The priors' maps and their per-box tables on this run's boxes (scored once per run process).
+
+    The priors look at no pixel, so scoring their maps here, under the run's policy, gives exactly
+    what their own score stage gives, whatever order the methods are scored in."""
+    key = config_digest(run)
+    cache = getattr(run, "_guess_cache", None)
+    if cache is None or cache[0] != key:
+        from wsl_bench.metrics.evaluator import score
+
+        prior_maps = _prior_maps(run)
+        keys = {bundle_key(i, lab) for i, lab in zip(boxes["image_id"], boxes["label"])}
+        per_box = {}
+        for name, prior in prior_maps.items():
+            per_box[name] = score({k: prior for k in keys}, boxes.copy(), sizes, policy=run.config["score"]["policy"],
+                                  patients=patients, seed=int(run.config["seed"]), n_boot=0, **options).per_box
+        cache = (key, per_box, prior_maps)
+        run._guess_cache = cache
+    return cache[1], cache[2]
+
+
+def config_digest(run) -> str:
+    """What the guesses' tables depend on: the priors' fitted files and the score settings."""
+    return str([sanity_inputs(run, "")])
 
 
 def sanity_inputs(run, name: str) -> dict[str, str]:
     """Digests of what a method's sanity summary reads besides its bundle (for the score stage's key)."""
     out = {}
     if run.config["score"].get("sanity", True):
-        guess = run.config["methods"][name]["registry"] in GUESS_REFERENCES
-        for ref in run.config["methods_order"] if not guess else ():
-            if run.config["methods"][ref]["registry"] in GUESS_REFERENCES:
-                out[f"ref:{ref}"] = str(sorted(run.stage(f"score/{ref}").get("files", {}).items()))
-        out["randomization"] = str(sorted(run.stage(f"randomization/{name}").get("files", {}).items()))
+        for ref in run.config["methods_order"]:
+            if run.config["methods"][ref]["registry"] in PRIOR_MAP_REFERENCES:
+                out[f"prior:{ref}"] = str(sorted(run.stage(f"fit/{ref}").get("files", {}).items()))
+        out["score"] = str(sorted((k, str(v)) for k, v in run.config["score"].items()))
+        if name:
+            out["randomization"] = str(sorted(run.stage(f"randomization/{name}").get("files", {}).items()))
     return out
 
 
-def run_sanity_summary(run, name: str, bundle, result, sizes: dict[str, tuple[int, int]]) -> dict:
+def run_sanity_summary(run, name: str, bundle, result, boxes, sizes: dict[str, tuple[int, int]], patients,
+                       options: dict[str, Any]) -> dict:
     """`summary.json["sanity"]` for one method of a run, from its bundle and scored per-box table."""
     registry = run.config["methods"][name]["registry"]
     record, skipped = None, None
@@ -119,9 +134,10 @@ def run_sanity_summary(run, name: str, bundle, result, sizes: dict[str, tuple[in
         record = json.loads(path.read_text())
         if "skipped" in record:
             record, skipped = None, record["skipped"]
+    refs, prior_maps = _guesses(run, boxes, sizes, patients, options)
     sc = run.config["score"]
     return sanity_summary(
         bundle, result.per_box, lambda i: sizes[i], iou_thresholds=result.summary["iou_thresholds"],
-        name=registry, references=_reference_per_box(run, name), prior_maps=_prior_maps(run),
+        name=registry, references={} if registry in GUESS_REFERENCES else refs, prior_maps=prior_maps,
         randomization=record, randomization_skipped=skipped, n_boot=int(sc["n_boot"]), seed=int(run.config["seed"]),
     )

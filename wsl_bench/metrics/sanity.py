@@ -19,7 +19,8 @@ from wsl_bench.labels import BOX_FINDINGS
 from wsl_bench.metrics.aggregate import tkey
 from wsl_bench.metrics.bootstrap import KEY_COLUMNS, grouped_replicates, percentile_ci, resample_counts, unit_codes
 
-# The image-independent guesses (the floor) and the fully supervised ceiling; one home for these names.
+# The guesses (the floor; the priors among them are the references of the gain over a guess) and the
+# fully supervised ceiling; one home for these names.
 GUESS_REFERENCES: tuple[str, ...] = ("prior-center", "prior-lung", "random")
 CEILING_REFERENCES: tuple[str, ...] = ("oracle-seg",)
 PRIOR_MAP_REFERENCES: tuple[str, ...] = ("prior-lung", "prior-center")
