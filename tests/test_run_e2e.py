@@ -37,7 +37,7 @@ def reference_run(plugin_site, tmp_path_factory):
 def test_plugin_method_runs_through_the_cli(reference_run):
     # tiny-cam is visible to the subprocess only through the installed dist-info's entry point
     out, proc = reference_run
-    assert set(summaries(out)) == {"tiny-cam", "prior-center", "prior-lung", "random"}
+    assert set(summaries(out)) == {"tiny-cam", "prior-center", "prior-lung", "random", "oracle-seg"}
     assert (out / "report" / "report.md").is_file()
     assert "macro IoU accuracy" in proc.stderr  # the closing summary table
 

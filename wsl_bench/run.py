@@ -810,7 +810,7 @@ def sanity_inputs_digest(run: Run, name: str) -> dict[str, str]:
 def score_stage(run: Run, name: str, key: str) -> None:
     """Score one method's bundle against the test boxes into scores/<name>/ (swapped in atomically)."""
     from wsl_bench.heatmaps import read_bundle
-    from wsl_bench.metrics import score, write_result
+    from wsl_bench.metrics import score
 
     data = run.dir / "data"
     images = pd.read_csv(data / "images.csv", dtype={"image_id": str, "patient_id": str})
@@ -832,14 +832,14 @@ def score_stage(run: Run, name: str, key: str) -> None:
     with read_bundle(run.dir / "heatmaps" / f"{name}.npz") as bundle:
         result = score(
             bundle, boxes, sizes, policy=sc["policy"], patients=patients, probs=probs, labels=labels, masks=masks,
-            seed=run.config["seed"], n_boot=int(sc["n_boot"]), **options,
+            seed=run.config["seed"], n_boot=int(sc["n_boot"]), out_dir=tmp, **options,
         )
-        if sc.get("sanity", True):
+        if sc.get("sanity", True):  # the instruments join the summary in the same temporary folder
             t_sanity = time.perf_counter()
             result.summary["sanity"] = run_sanity_summary(run, name, bundle, result, boxes, sizes, patients, options)
+            write_json(tmp / "summary.json", result.summary)
             run.manifest.setdefault("timings", {}).setdefault(name, {})["sanity_score_s"] = round(
                 time.perf_counter() - t_sanity, 3)
-    write_result(result, tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     run.manifest.setdefault("timings", {}).setdefault(name, {})["score_s"] = round(time.perf_counter() - t0, 3)
