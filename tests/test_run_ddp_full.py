@@ -20,7 +20,7 @@ from wsl_bench.heatmaps import read_bundle
 
 # docs/scale.md, "DDP vs 1 process": keep the two in step
 IOU_ACC_TOLERANCE = 0.12  # |Δ macro IoU-acc| at each T(IoU) in 0.1 … 0.7 (3 seed-to-seed SDs)
-AUROC_TOLERANCE = 0.09  # |Δ mean AUROC| over the 14 findings (3 seed-to-seed SDs)
+AUROC_TOLERANCE = 0.12  # |Δ mean AUROC| over the 14 findings (4 seed-to-seed SDs, rounded up)
 THRESHOLDS = ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7")
 RUN = ["run", "--preset", "tiny", "--methods", "gradcam", "--accelerator", "cpu", "--seed", "0", "--no-progress",
        "--set", "data.n_train=320", "--set", "data.n_test=128", "--set", "fit.max_epochs=4", "--set", "report.full=false"]
