@@ -331,3 +331,11 @@ def test_instruments_run_on_nih_layout_data_without_the_ceiling(demo_method, tmp
     s = json.loads((tmp_path / "run" / "scores" / demo_method / "summary.json").read_text())["sanity"]
     assert s["role"] == "method" and s["gain_over_guess"]["rows"]
     assert s["randomization"]["status"] == "computed" and s["randomization"]["n_images"] == 3
+
+
+def test_randomization_uses_given_trained_maps():
+    images = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    trained = _NetMethod(True).explain(images, range(8)).numpy()
+    a = randomization_record(_NetMethod(True), images, range(8), ["a", "b"], seed=3)
+    b = randomization_record(_NetMethod(True), images, range(8), ["a", "b"], seed=3, trained=trained)
+    assert a["correlation"] == b["correlation"]

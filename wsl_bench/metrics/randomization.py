@@ -60,13 +60,15 @@ def network_of(method) -> nn.Module | None:
 
 
 def randomization_record(method, images: torch.Tensor, classes: Sequence[int], image_ids: Sequence[str], *,
-                         depths: Sequence[tuple[str, float]] = DEFAULT_DEPTHS, seed: int = 0) -> dict:
+                         depths: Sequence[tuple[str, float]] = DEFAULT_DEPTHS, seed: int = 0,
+                         trained: np.ndarray | None = None) -> dict:
     """Per image and depth: mean rank correlation (over `classes`) of trained vs cascade-randomised maps.
 
     Each depth hands the method a new copy of its network (`method.net`) with more layers re-initialised,
     so caches keyed on the network object (e.g. a dense copy for explaining) are rebuilt. The method is
-    left holding the fully randomised copy: load it afresh to use it again. Raises ValueError when the
-    method exposes no network.
+    left holding the fully randomised copy: load it afresh to use it again. `trained`: the trained maps
+    [B, len(classes), h, w] when already at hand (a run's bundle), else they are explained here. Raises
+    ValueError when the method exposes no network.
     """
     net = network_of(method)
     if net is None:
@@ -74,7 +76,8 @@ def randomization_record(method, images: torch.Tensor, classes: Sequence[int], i
     names = [n for n, _ in parameterised_layers(net)]
     if not names:
         raise ValueError(f"{type(method).__name__}'s network has no parameters to re-initialise")
-    trained = method.explain(images, list(classes)).detach().float().cpu().numpy()
+    if trained is None:
+        trained = method.explain(images, list(classes)).detach().float().cpu().numpy()
     sizes = cascade_sizes(len(names), depths)
     corr = np.zeros((len(images), len(depths)))
     for j, k in enumerate(sizes):

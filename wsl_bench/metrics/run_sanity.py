@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wsl_bench.heatmaps import bundle_key
+from wsl_bench.heatmaps import bundle_key, read_bundle
 from wsl_bench.io import sha256_file, write_json
-from wsl_bench.labels import BOX_FINDING_INDICES
+from wsl_bench.labels import BOX_FINDING_INDICES, BOX_FINDINGS
 from wsl_bench.methods import create_method, get_method_info
 from wsl_bench.metrics.sanity import GUESS_REFERENCES, PRIOR_MAP_REFERENCES, sanity_summary
 
@@ -57,9 +57,15 @@ def randomization_stage(run, cohort, name: str, key: str) -> None:
     idx = sample_box_images(test, int(run.config["score"].get("sanity_images", 16)), int(run.config["seed"]))
     images = test.load_images(idx)
     path = randomization_path(run.dir, name)
+    ids = [test.image_ids[int(i)] for i in idx]
     try:
-        record = randomization_record(method, images, list(BOX_FINDING_INDICES), [test.image_ids[int(i)] for i in idx],
-                                      seed=int(run.config["seed"]))
+        with read_bundle(run.dir / "heatmaps" / f"{name}.npz") as bundle:  # the trained maps: explained already
+            trained = np.stack([np.stack([bundle[bundle_key(i, lab)] for lab in BOX_FINDINGS]) for i in ids])
+    except (KeyError, ValueError, FileNotFoundError):
+        trained = None
+    try:
+        record = randomization_record(method, images, list(BOX_FINDING_INDICES), ids, seed=int(run.config["seed"]),
+                                      trained=trained)
     except ValueError as exc:  # a method without a network to re-initialise: say so in its summary
         record = {"skipped": str(exc)}
     write_json(path, record)
