@@ -373,13 +373,13 @@ try:
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else 1
 finally:
-    open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    # VmHWM: this process image's own peak (ru_maxrss would keep the forking pytest's peak across exec)
+    hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+    open(sys.argv[1], "w").write(hwm[0] if hwm else str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 sys.exit(code)
 """
 
-# The scorer streams one map at a time (peak ~1 GB with a 4096² map, imports included); the standalone
-# sanity summary of `wsl-bench score` holds more than one full-size map and is left out of this bound
-# (docs/scale.md, "Guarantees").
+# The scorer streams one map at a time (peak ~1 GB with a 4096² map, imports included).
 MEMORY_CASES = [
     # (id, args as a function of the world folder, out, expected exit code, needle, env)
     ("bundle-sizes-14000", lambda w: ["score", "--heatmaps", str(w / "sizes14000.npz"), "--boxes", str(w / "boxes.csv")], 2, "14000 x 14000", {}),

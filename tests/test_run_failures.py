@@ -19,6 +19,8 @@ FAIL: dict[str, str] = {}  # method name -> the stage at which it raises
 class Flaky(M.Method):
     """A test method that raises in the stage FAIL names for it; otherwise a constant prediction and noise maps."""
 
+    config_keys = ("variant",)  # the one setting the tests pass it (unknown settings are refused before a run)
+
     def fit(self, train, val, ctx) -> None:
         if FAIL.get(self.name) == "fit":
             raise ValueError("weights file /no/such/w.pt is truncated\nsecond line of detail")

@@ -303,8 +303,7 @@ def method_problems(name: str, info, preset: str | None, overrides: dict[str, An
         return [f"methods.{name} must be a mapping of settings, e.g. --set methods.{name}.lr=0.01"]
     known = method_known_keys(info)
     bad = sorted(set(overrides) - known)
-    # a class that declares no `config_keys` (e.g. a user's plug-in) reads keys we cannot know: no unknown-key check
-    if bad and getattr(info.cls, "config_keys", None) is not None:
+    if bad:
         out.append(f"unknown setting(s) {bad} for method {name!r}; known: {', '.join(sorted(known))}")
     declared = getattr(info.cls, "config_keys", None)
     # a class may declare its extra keys as a mapping key -> default: the default's type is then checked too
