@@ -3,7 +3,7 @@
 import importlib as _importlib
 import warnings as _warnings
 
-# baselines room: CAM family, ViT explanations, CNN-ViT hybrid, captum attributions
+# CAM family, ViT explanations, CNN-ViT hybrid, captum attributions
 for _mod in ("cam", "vit", "hybrid", "attributions"):
     try:
         _importlib.import_module(f"baselines.{_mod}")
@@ -13,7 +13,7 @@ for _mod in ("cam", "vit", "hybrid", "attributions"):
 from baselines import priors  # noqa: E402,F401  (sanity references; no optional dependencies)
 from baselines import oracle  # noqa: E402,F401  (the supervised ceiling, oracle-seg; torch + safetensors only)
 
-# can-afloc room: CAN (cross-attention CNNs) and AFLoc (vision-language, offline text encoder)
+# CAN (cross-attention CNNs) and AFLoc (vision-language, offline text encoder)
 for _mod in ("can", "afloc"):
     try:
         _importlib.import_module(f"baselines.{_mod}")

@@ -77,14 +77,19 @@ def region_stats(norm: np.ndarray, gt_xyxy: np.ndarray, thresholds=MIOU_THRESHOL
     s_all = float(flat.sum())  # float32 pairwise sums: no float64 copies, no BLAS threads
     q_all = float(np.einsum("i,i->", flat, flat))
     s_in, q_in = float(inside.sum()), float(np.einsum("i,i->", inside, inside))
+    return miou, _cnr(n_in, s_in, q_in, n_out, s_all, q_all)
+
+
+def _cnr(n_in: int, s_in: float, q_in: float, n_out: int, s_all: float, q_all: float) -> float:
+    """CNR from pixel counts, sums and sums of squares inside the boxes and over the whole map."""
     m_in = s_in / n_in
     m_out = (s_all - s_in) / n_out
     v_in = max(q_in / n_in - m_in * m_in, 0.0)
     v_out = max((q_all - q_in) / n_out - m_out * m_out, 0.0)
     den = np.sqrt(v_in + v_out)
     if den == 0:  # flat inside and outside: contrast-to-noise is undefined (excluded from means)
-        return miou, float("nan")
-    return miou, float((m_in - m_out) / den)
+        return float("nan")
+    return float((m_in - m_out) / den)
 
 
 def prepared_region_stats(pm, gt_xyxy: np.ndarray, thresholds=MIOU_THRESHOLDS) -> tuple[float, float]:
@@ -121,14 +126,7 @@ def prepared_region_stats(pm, gt_xyxy: np.ndarray, thresholds=MIOU_THRESHOLDS) -
     s_all, q_all = pm.sums()
     inside = inside32.astype(np.float64)
     s_in, q_in = float(inside.sum()), float(np.dot(inside, inside))
-    m_in = s_in / n_in
-    m_out = (s_all - s_in) / n_out
-    v_in = max(q_in / n_in - m_in * m_in, 0.0)
-    v_out = max((q_all - q_in) / n_out - m_out * m_out, 0.0)
-    den = np.sqrt(v_in + v_out)
-    if den == 0:
-        return miou, float("nan")
-    return miou, float((m_in - m_out) / den)
+    return miou, _cnr(n_in, s_in, q_in, n_out, s_all, q_all)
 
 
 class PxAPAccumulator:

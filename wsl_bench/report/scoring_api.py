@@ -1,4 +1,4 @@
-"""The report's only doors into the scoring room: paired bootstrap tests and the box localizer.
+"""The report's only doors into the scoring code: paired bootstrap tests and the box localizer.
 
 The report never recomputes a metric; where it needs a statistic that is not already in a
 `summary.json` (a paired comparison against the reference method) or the predicted boxes of a
