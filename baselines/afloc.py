@@ -576,6 +576,14 @@ class AFLoc(Method):
                   "text_max_words": 48, "text_center": True, "loc_level": "report", "smooth_sigma": 0.63,
                   "loc_margin": 0.125, "lr": 2e-3, "weight_decay": 1e-4, "lr_schedule": "cosine", "warmup_frac": 0.1,
                   "max_epochs": 6, "batch_size": 32, "negative_prompts": ["No acute cardiopulmonary abnormality."]},
+        # the quick recipe at 224 px (input_size None: the data's; stride 16: 14x14 maps), at most 20 epochs;
+        # AFLoc has no patience key, so early stopping uses train_module's default patience (5 epochs)
+        "standard": {"backbone": "resnet18", "backbone_channels": [16, 32, 64, 128], "embed_dim": 64,
+                     "input_size": None, "output_stride": 16, "text_mode": "frozen", "text_context": "sentence",
+                     "text_max_words": 48, "text_center": True, "loc_level": "report", "smooth_sigma": 0.63,
+                     "loc_margin": 0.125, "lr": 2e-3, "weight_decay": 1e-4, "lr_schedule": "cosine",
+                     "warmup_frac": 0.1, "max_epochs": 20, "batch_size": 32,
+                     "negative_prompts": ["No acute cardiopulmonary abnormality."]},
         "paper": {},
     }
     ablations = {

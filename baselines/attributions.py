@@ -89,6 +89,8 @@ class IntegratedGradientsMethod(CaptumAttribution):
     base_defaults = {**CaptumAttribution.base_defaults, "n_steps": 32, "internal_batch_size": 128}
     presets = {
         "quick": {**_RESNET_PRESETS["quick"], "n_steps": 8, "internal_batch_size": 128},
+        # the shared standard ResNet-18 at 224 px; 4-px cells as in quick (56x56 maps)
+        "standard": {**_RESNET_PRESETS["standard"], "n_steps": 8, "internal_batch_size": 128, "pool": 4},
         "paper": {**_RESNET_PRESETS["paper"], "n_steps": 50, "internal_batch_size": 256, "pool": 8},
     }
 
@@ -124,6 +126,9 @@ class OcclusionMethod(CaptumAttribution):
                      "pool": 1}
     presets = {
         "quick": {**_RESNET_PRESETS["quick"], "window": 32, "stride": 16, "perturbations_per_eval": 64, "pool": 1},
+        # windows every 16 px make the map constant on 16-px cells: pooling by 16 loses nothing (14x14 at 224 px)
+        "standard": {**_RESNET_PRESETS["standard"], "window": 32, "stride": 16, "perturbations_per_eval": 64,
+                     "pool": 16},
         "paper": {**_RESNET_PRESETS["paper"], "window": 32, "stride": 16, "perturbations_per_eval": 64, "pool": 4},
     }
 

@@ -75,6 +75,10 @@ _RESNET_PRESETS = {
     # stride 16 (8x8 maps instead of 4x4).
     "quick": {"arch": "resnet18", "output_stride": None, "explain_output_stride": 16, "max_epochs": 2,
               "batch_size": 32, "lr": 1e-3, "score_cam_channels": 32},
+    # SynthCXR at 224 px: the quick network and explainers, trained until validation mean AUROC has not
+    # improved for `patience` epochs (at most `max_epochs`); stride-16 explain gives 14x14 maps.
+    "standard": {"arch": "resnet18", "output_stride": None, "explain_output_stride": 16, "max_epochs": 20,
+                 "batch_size": 32, "lr": 1e-3, "patience": 3, "score_cam_channels": 32},
     # NIH at 512 px on a GPU: ResNet-50 (the Wang et al. 2017 backbone), all Score-CAM channels.
     "paper": {"arch": "resnet50", "output_stride": 32, "max_epochs": 20, "batch_size": 32,
               "lr": 1e-4, "weight_decay": 1e-5, "patience": 4, "score_cam_channels": None, "explain_batch_size": 16},
@@ -136,6 +140,8 @@ class DenseNetCAM(CNNCAM):
     base_defaults = {**CNNCAM.base_defaults, "arch": "densenet121"}
     presets = {
         "quick": {"arch": "densenet121", "max_epochs": 1, "batch_size": 32, "lr": 1e-3},
+        # timm's DenseNet has no output_stride: 7x7 maps at 224 px
+        "standard": {"arch": "densenet121", "max_epochs": 20, "batch_size": 32, "lr": 1e-3, "patience": 3},
         # CheXNet: DenseNet-121 at 224 px, Adam lr 1e-3 in the paper (pretrained); 1e-4 from scratch
         # weights here is our choice, with batch 16 as in CheXNet.
         "paper": {"arch": "densenet121", "max_epochs": 20, "batch_size": 16, "lr": 1e-4,
@@ -153,6 +159,8 @@ class ConvNeXtCAM(CNNCAM):
     base_defaults = {**CNNCAM.base_defaults, "arch": "convnextv2_atto", "lr": 2e-3, "weight_decay": 0.05}
     presets = {
         "quick": {"arch": "convnextv2_atto", "max_epochs": 2, "batch_size": 32, "lr": 2e-3},
+        "standard": {"arch": "convnextv2_atto", "explain_output_stride": 16, "max_epochs": 20, "batch_size": 32,
+                     "lr": 2e-3, "patience": 3},
         # The CLARiTy paper's ConvNeXtV2-B baseline at 512 px.
         "paper": {"arch": "convnextv2_base", "max_epochs": 20, "batch_size": 16, "lr": 1e-4,
                   "weight_decay": 0.05, "patience": 4, "explain_batch_size": 8},
@@ -210,6 +218,8 @@ class Wang2017CAM(TimmCNNMethod):
     presets = {
         "quick": {"arch": "resnet18", "transition_dim": 256, "explain_output_stride": 16, "max_epochs": 2,
                   "batch_size": 32, "lr": 1e-3},
+        "standard": {"arch": "resnet18", "transition_dim": 256, "explain_output_stride": 16, "max_epochs": 20,
+                     "batch_size": 32, "lr": 1e-3, "patience": 3},
         # The paper: ResNet-50 trunk, D=1024 transition layer, r=10; 512 px input (our reading).
         "paper": {"arch": "resnet50", "transition_dim": 1024, "max_epochs": 20,
                   "batch_size": 32, "lr": 1e-4, "weight_decay": 1e-5, "patience": 4},

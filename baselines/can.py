@@ -221,6 +221,11 @@ class CAN(Method):
         "quick": {"backbone_a": "resnet18", "backbone_b": "resnet18", "channels_a": [16, 32, 64, 128],
                   "channels_b": [16, 32, 64, 128], "feature_dim": 64, "output_stride": 16,
                   "lr": 2e-3, "weight_decay": 1e-4, "max_epochs": 2, "batch_size": 32},
+        # the quick network at 224 px (stride 16: 14x14 maps), at most 20 epochs; CAN has no patience key, so
+        # early stopping uses train_module's default patience (5 epochs)
+        "standard": {"backbone_a": "resnet18", "backbone_b": "resnet18", "channels_a": [16, 32, 64, 128],
+                     "channels_b": [16, 32, 64, 128], "feature_dim": 64, "output_stride": 16,
+                     "lr": 2e-3, "weight_decay": 1e-4, "max_epochs": 20, "batch_size": 32},
         "paper": {},
     }
     ablations = {

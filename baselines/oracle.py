@@ -194,6 +194,10 @@ class OracleSeg(Method):
         # SynthCXR at 128 px on CPU: full 128-px input through a stride-4 stem, 32x32 maps, ~0.3 M parameters.
         "quick": {"widths": [16, 32, 64, 64], "stem_stride": 4, "max_input_size": 128, "max_epochs": 8,
                   "batch_size": 32, "lr": 1e-2, "negatives": 0.0, "aux_lung": 1.0},
+        # SynthCXR at 224 px: the quick network on the full 224-px input (56x56 maps), trained until the
+        # validation loss stops improving (patience 3, at most 30 epochs).
+        "standard": {"widths": [16, 32, 64, 64], "stem_stride": 4, "max_input_size": 224, "max_epochs": 30,
+                     "batch_size": 32, "lr": 1e-2, "patience": 3, "negatives": 0.0, "aux_lung": 1.0},
         # SynthCXR at full size on a GPU (NIH has no lesion masks: fit refuses there).
         "paper": {"widths": [32, 64, 128, 256], "stem_stride": 2, "max_input_size": 256, "max_epochs": 30,
                   "batch_size": 32, "lr": 3e-3, "patience": 5, "negatives": 1.0, "aux_lung": 1.0},

@@ -30,6 +30,8 @@ class _Prior(Method):
 
     trainable = False
     config_keys: dict[str, Any] = {"map_size": 64, "seed": 0}  # read with config.get: the keys (and types) `--set` accepts
+    # nothing to train or size: every run preset uses the defaults
+    presets: dict[str, dict[str, Any]] = {"quick": {}, "standard": {}, "paper": {}}
 
     def __init__(self, config=None, device="cpu"):
         super().__init__(config, device)

@@ -89,7 +89,8 @@ class ClarityConfig:
     dino_warmup_frac: float = 0.1  # ours (DINO: 10 of 100 epochs): linear lr warm-up, then cosine decay
     dino_clip: float = 3.0  # gradient-norm clipping, as in DINO
     # -- main training ------------------------------------------------------------------------
-    epochs: int = 8
+    epochs: int = 8  # the cap: training stops earlier when val mean AUROC has not improved for `patience` epochs
+    patience: int = 5  # early stopping on the validation mean AUROC (train_module's default)
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.05
@@ -124,6 +125,8 @@ class ClarityConfig:
         for key in ("warmup_frac", "dino_warmup_frac"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"clarity: {key}={getattr(self, key)} must be in [0, 1)")
+        if self.patience < 1:
+            raise ValueError(f"clarity: patience={self.patience} must be >= 1 (epochs without improvement before stopping)")
         if self.map_blocks < 1:
             raise ValueError("clarity: map_blocks (K) must be >= 1")
         if self.dino == "file" and not self.dino_path:

@@ -27,7 +27,7 @@ def fitted(tmp_path_factory):
 def test_registered_with_presets():
     info = available_methods()["afloc"]
     assert info.cls is AFLoc
-    assert set(AFLoc.presets) == {"quick", "paper"}
+    assert set(AFLoc.presets) == {"quick", "standard", "paper"}
     assert set(AFLoc.ablations) == {"word_loss", "sentence_loss", "report_loss"}
 
 

@@ -32,7 +32,7 @@ def fitted(tmp_path_factory):
 def test_registered_with_presets_and_ablations():
     info = available_methods()["can"]
     assert info.cls is CAN
-    assert set(CAN.presets) == {"quick", "paper"}
+    assert set(CAN.presets) == {"quick", "standard", "paper"}
     assert CAN.ablations["cross_attention"] == {"cross": "sum"}
 
 

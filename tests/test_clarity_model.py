@@ -149,7 +149,7 @@ def test_config_errors_are_clear():
 
 def test_registry_presets_and_ablations():
     info = get_method_info("clarity")
-    assert set(info.cls.presets) == {"quick", "paper"}
+    assert set(info.cls.presets) == {"quick", "standard", "paper"}
     assert {"segmentcam", "dino", "orth", "attnpool"} <= set(info.cls.ablations)
     assert ClarityConfig.from_dict(resolve_config("clarity", "quick")).resolved_arch == "t16-128"
     assert ClarityConfig.from_dict(resolve_config("clarity", "paper")).resolved_arch == "s16-512"

@@ -36,7 +36,8 @@ def run_command(
     ),
     data: Optional[str] = typer.Option(None, "--data", help="synth (SynthCXR, generated locally) or nih (ChestX-ray14 on disk)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder for --data nih."),
-    preset: str = typer.Option("quick", "--preset", help="quick (SynthCXR 128 px, CPU), paper (NIH, GPUs) or tiny (smoke test)."),
+    preset: str = typer.Option("quick", "--preset", help="quick (SynthCXR 128 px, a few epochs, CPU minutes), standard (SynthCXR 224 px, trained to early "
+                          "stopping; CPU hours or a GPU), paper (NIH, GPUs) or tiny (smoke test)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<preset>). Re-running resumes it."),
     seed: int = typer.Option(0, "--seed", help="One seed for data, splits, init and sampling."),
     accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu."),
