@@ -19,7 +19,8 @@ from wsl_bench.report.gallery import render_tile, select_extremes, select_same_c
 from wsl_bench.report.style import GT_COLOR, method_colors
 from wsl_bench.report.tables import fmt_cell, to_markdown
 
-TABLES = ("macro_iou_accuracy", "iou_accuracy", "iobb_accuracy", "size_bins", "other_metrics", "auroc", "runtime")
+TABLES = ("macro_iou_accuracy", "iou_accuracy", "iobb_accuracy", "size_bins", "other_metrics", "auroc", "auroc_box_findings",
+          "runtime")
 FIGURES = ("iou_curves", "iobb_curves", "size_bars", "class_matrix", "gallery_same_images", "gallery_best_worst")
 
 
@@ -60,6 +61,39 @@ def test_tables_read_back_the_summary_exactly(fake_report):
     auroc = pd.read_csv(out / "tables" / "auroc.csv").set_index(["method", "label"])
     assert auroc.loc[("good", "mean"), "value"] == pytest.approx(summary["auroc"]["mean"], abs=1e-6)
     assert auroc.loc[("good", "Mass"), "value"] == pytest.approx(summary["auroc"]["per_class"]["Mass"], abs=1e-6)
+
+
+def test_auroc_per_box_finding_shows_each_findings_ci(fake_report):
+    """The per-finding AUROC table shows every box finding's AUROC with the scorer's bootstrap CI in the
+    cell (Markdown, LaTeX, HTML), and its CSV equals summary["auroc"]."""
+    from wsl_bench.labels import box_to_finding
+
+    run, out = fake_report
+    long = pd.read_csv(out / "tables" / "auroc_box_findings.csv").set_index(["method", "label"])
+    assert sorted(set(long.index.get_level_values("label"))) == sorted(box_to_finding(b) for b in BOX_FINDINGS)
+    md = (out / "report.md").read_text()
+    part = md.split("## Classification AUROC per box finding, with 95 % CIs")[1].split("\n## ")[0]
+    html = (out / "index.html").read_text()
+    for method in ("good", "medium", "random", "prior-center"):
+        auroc = json.loads((run / "scores" / method / "summary.json").read_text())["auroc"]
+        row = next(line for line in part.splitlines() if line.startswith(f"| {method} "))
+        for finding, v in auroc["per_class"].items():
+            if (method, finding) not in long.index:
+                continue  # the 6 findings without boxes are in the `auroc` table only
+            lo, hi = auroc["ci"][finding]
+            assert long.loc[(method, finding), "value"] == pytest.approx(v, abs=1e-9)
+            assert long.loc[(method, finding), ["ci_low", "ci_high"]].tolist() == pytest.approx([lo, hi], abs=1e-9)
+            assert f"{v:.2f} [{lo:.2f}, {hi:.2f}]" in row
+    assert 'data-table="auroc_box_findings"' in html
+    assert "[" in (out / "tables" / "auroc_box_findings.tex").read_text().split("\\midrule")[1]
+
+
+def test_auroc_per_box_finding_names_the_zero_shot_methods(fake_report):
+    from wsl_bench.report.tables import auroc_box_table
+
+    rs = load_runs([fake_report[0]])
+    assert "zero-shot" not in auroc_box_table(rs).caption
+    assert "; good: zero-shot (prompt scores" in auroc_box_table(rs, zero_shot=["good", "absent"]).caption
 
 
 def test_markdown_shows_the_headline_and_the_sanity_baselines_last(fake_report):

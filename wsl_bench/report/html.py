@@ -19,6 +19,7 @@ from wsl_bench.labels import box_to_finding
 from wsl_bench.report.gallery import Tile
 from wsl_bench.report.runs import RunSet
 from wsl_bench.report.sanity import SanitySection
+from wsl_bench.report.seeds import SeedSection
 from wsl_bench.report.tables import Table
 
 _ENV = jinja2.Environment(
@@ -84,8 +85,10 @@ def render_html(
     command: str,
     provenance: list[str],
     sanity: SanitySection | None = None,
+    seeds: SeedSection | None = None,
 ) -> str:
-    """The whole index.html; `sanity` is the first section (verdicts also go under gallery tiles)."""
+    """The whole index.html; `sanity` is the first section (verdicts also go under gallery tiles), `seeds`
+    (runs that differ only in seed) the second."""
     refs = {n: m.is_reference for n, m in rs.methods.items()}
     verdicts = sanity.verdicts if sanity is not None else {}
     tile_ctx = []
@@ -116,6 +119,13 @@ def render_html(
             "tables": [table_context(t, colors, refs) for t in (sanity.tables if sanity else [])],
             "rules": [inline_markdown(r) for r in (sanity.rules if sanity and sanity.tables else [])],
             "notes": [inline_markdown(n) for n in (sanity.notes if sanity else ["Not computed."])],
+        },
+        seeds=None if seeds is None or not seeds.tables else {
+            "title": seeds.title,
+            "tables": [table_context(t, seeds.colors, seeds.references) for t in seeds.tables],
+            "verdict": inline_markdown(seeds.verdict),
+            "rules": [inline_markdown(r) for r in seeds.rules],
+            "notes": [inline_markdown(n) for n in seeds.notes],
         },
         figures=[{"stem": f.stem, "title": f.title, "caption": f.caption, "src": f.png.relative_to(out_dir).as_posix()} for f in figures],
         tiles=tile_ctx,

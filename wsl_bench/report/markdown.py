@@ -8,6 +8,7 @@ import shlex
 
 from wsl_bench.report.runs import REFERENCE_METHODS, RunSet
 from wsl_bench.report.sanity import CEILING_METHODS, SanitySection
+from wsl_bench.report.seeds import SeedSection
 from wsl_bench.report.tables import SIG_MARK, Table, to_markdown
 
 
@@ -68,8 +69,10 @@ def render_markdown(
     notes: list[str],
     command: str,
     sanity: SanitySection | None = None,
+    seeds: SeedSection | None = None,
 ) -> str:
-    """The whole report.md; `figures` are (title, relative PNG path) pairs; `sanity` is the first section."""
+    """The whole report.md; `figures` are (title, relative PNG path) pairs; `sanity` is the first section,
+    `seeds` (runs that differ only in seed) the second."""
     runs = [c for c in (run_command(rs, d) for d in rs.run_dirs) if c]
     out = [
         "# wsl-bench report",
@@ -96,6 +99,8 @@ def render_markdown(
     out += [f"> {n}" for n in notes] + ([""] if notes else [])
     if sanity is not None:
         out += sanity_markdown(sanity)
+    if seeds is not None and seeds.tables:
+        out += seeds_markdown(seeds)
     for t in tables:
         out += [f"## {t.title}", "", t.caption, "", to_markdown(t.display, t.bold), f"CSV: `tables/{t.name}.csv`, LaTeX: `tables/{t.name}.tex`", ""]
     for title, rel in figures:
@@ -113,6 +118,17 @@ def sanity_markdown(sanity: SanitySection) -> list[str]:
         out += [t.caption, "", to_markdown(t.display, t.bold), f"CSV: `tables/{t.name}.csv`, LaTeX: `tables/{t.name}.tex`", ""]
         if i == 0:
             out += ["Verdict rules:", "", *(f"- {r}" for r in sanity.rules), ""]
+    return out
+
+
+def seeds_markdown(seeds: SeedSection) -> list[str]:
+    """The section "Rankings across seeds": spread tables, the ranking per seed, Kendall's τ-b, the rule."""
+    out = [f"## {seeds.title}", ""]
+    out += [f"> {n}" for n in seeds.notes] + ([""] if seeds.notes else [])
+    for t in seeds.tables:
+        out += [f"### {t.title}", "", t.caption, "", to_markdown(t.display, t.bold),
+                f"CSV: `tables/{t.name}.csv`, LaTeX: `tables/{t.name}.tex`", ""]
+    out += [seeds.verdict, "", "The rule:", "", *(f"- {r}" for r in seeds.rules), ""]
     return out
 
 

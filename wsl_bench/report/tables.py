@@ -238,6 +238,41 @@ def auroc_table(rs: RunSet) -> Table | None:
     )
 
 
+def auroc_box_table(rs: RunSet, zero_shot: list[str] | None = None) -> Table | None:
+    """AUROC of the 8 box findings with each one's 95 % CI in every cell (the scorer's patient-bootstrap
+    CIs, `wsl_bench.metrics.classification.auroc_summary`); None when no method has a box-finding AUROC.
+    `zero_shot` names the methods whose probabilities are zero-shot scores (said in the caption)."""
+    rows = []
+    for name, m in rs.methods.items():
+        auroc = m.summary.get("auroc") or {}
+        per_class, cis = auroc.get("per_class") or {}, auroc.get("ci") or {}
+        for label in BOX_FINDINGS:
+            finding = box_to_finding(label)
+            lo, hi = sa.pair(cis.get(finding))
+            rows.append(dict(method=name, label=finding, threshold="", value=sa.num(per_class.get(finding)),
+                             ci_low=lo, ci_high=hi, n_images=auroc.get("n_images")))
+    long = pd.DataFrame(rows)
+    if not len(long) or long["value"].isna().all():
+        return None
+    findings = [box_to_finding(b) for b in BOX_FINDINGS]
+    display, bold, values = _wide(long, ["method"], "label", findings, list(rs.methods), digits=2)
+    display = display.rename_axis(index="Method", columns=None)
+    no_ci = sorted(set(long.loc[long["value"].notna() & long["ci_low"].isna(), "method"]))
+    zs = [n for n in (zero_shot or []) if n in rs.methods]
+    return Table(
+        "auroc_box_findings",
+        "Classification AUROC per box finding, with 95 % CIs",
+        "AUROC of the method's image-level probabilities for each of the 8 findings with boxes, on the test split, "
+        "with the scorer's 95 % patient-bootstrap CI (same replicates for every finding)"
+        + (f"; {', '.join(zs)}: zero-shot (prompt scores, no classifier trained on the labels)" if zs else "")
+        + (f"; no CI recorded for {', '.join(no_ci)}" if no_ci else "") + ".",
+        long,
+        display,
+        bold,
+        values,
+    )
+
+
 OTHER_METRICS = (
     ("pointing", "Pointing game"),
     ("miou", "mIoU"),
@@ -389,7 +424,8 @@ def to_markdown(display: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
 
 _LATEX = (
     ("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$"), ("–", "--"),
-    (">", r"$>$"), ("<", r"$<$"), ("≤", r"$\le$"), ("τ", r"$\tau$"), ("†", r"\dag{}"), ("×", r"$\times$"),
+    (">", r"$>$"), ("<", r"$<$"), ("≤", r"$\le$"), ("≥", r"$\ge$"), ("±", r"$\pm$"), ("τ", r"$\tau$"), ("†", r"\dag{}"),
+    ("×", r"$\times$"),
 )
 
 

@@ -13,6 +13,7 @@ from wsl_bench.labels import BOX_FINDINGS
 from wsl_bench.report import figures as F
 from wsl_bench.report import gallery as G
 from wsl_bench.report import sanity as S
+from wsl_bench.report import seeds as SD
 from wsl_bench.report import summary_access as sa
 from wsl_bench.report.families import method_families, reference_lines
 from wsl_bench.report import tables as T
@@ -32,8 +33,9 @@ class Figure:
     png: Path
 
 
-def build_tables(rs: RunSet, sig: pd.DataFrame | None = None) -> list[T.Table]:
-    """Every table of the report, in reading order (AUROC only when the scorer gave AUROCs)."""
+def build_tables(rs: RunSet, sig: pd.DataFrame | None = None, zero_shot: list[str] | None = None) -> list[T.Table]:
+    """Every table of the report, in reading order (AUROC only when the scorer gave AUROCs; `zero_shot`:
+    the methods whose classification is zero-shot, said in the per-finding AUROC caption)."""
     out = [T.macro_table(rs, sig), T.iou_table(rs, sig), T.iobb_table(rs, sig), T.size_table(rs)]
     out += T.policy_tables(rs)
     other = T.other_metrics_table(rs)
@@ -42,6 +44,9 @@ def build_tables(rs: RunSet, sig: pd.DataFrame | None = None) -> list[T.Table]:
     auroc = T.auroc_table(rs)
     if auroc is not None:
         out.append(auroc)
+    auroc_box = T.auroc_box_table(rs, zero_shot)
+    if auroc_box is not None:
+        out.append(auroc_box)
     out.append(T.runtime_table(rs))
     return out
 
@@ -246,8 +251,12 @@ def write_report(
         notes += more
     clear_previous_report(out_dir)
     sanity = S.build_section(rs)
-    tables = build_tables(rs, sig)
-    for t in sanity.tables:
+    seeds = SD.build_section(rs, colors)
+    if seeds is not None and seeds.reason:
+        notes.append(f"No section \"{SD.SECTION_TITLE}\": {seeds.reason}.")
+        seeds = None
+    tables = build_tables(rs, sig, zero_shot=[n for n, f in families.items() if f == "afloc"])
+    for t in [*sanity.tables, *(seeds.tables if seeds else [])]:
         T.write_table(t, out_dir / "tables")
     if not sig.empty:
         with atomic_path(out_dir / "tables" / "significance.csv") as tmp:
@@ -264,9 +273,10 @@ def write_report(
     notes += gnotes
 
     provenance = provenance_lines(rs)
-    md = render_markdown(rs, tables, [(f.title, f"figures/{f.png.name}") for f in figures], reference, notes, command, sanity)
+    md = render_markdown(rs, tables, [(f.title, f"figures/{f.png.name}") for f in figures], reference, notes, command, sanity,
+                         seeds)
     write_text(out_dir / "index.html",
-               render_html(rs, out_dir, tables, figures, tiles, colors, reference, notes, command, provenance, sanity))
+               render_html(rs, out_dir, tables, figures, tiles, colors, reference, notes, command, provenance, sanity, seeds))
     path = out_dir / "report.md"
     write_text(path, md)
     return path
