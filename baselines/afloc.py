@@ -546,6 +546,7 @@ _DEFAULTS: dict[str, Any] = {
     "warmup_frac": 0.1,
     "max_epochs": 6,
     "batch_size": 128,
+    "patience": 5,  # early stopping on validation mean zero-shot AUROC (epochs without improvement)
     "smooth_sigma": 1.5,
     "loc_similarity": "dot",
     "loc_text_unit": "report",
@@ -576,13 +577,14 @@ class AFLoc(Method):
                   "text_max_words": 48, "text_center": True, "loc_level": "report", "smooth_sigma": 0.63,
                   "loc_margin": 0.125, "lr": 2e-3, "weight_decay": 1e-4, "lr_schedule": "cosine", "warmup_frac": 0.1,
                   "max_epochs": 6, "batch_size": 32, "negative_prompts": ["No acute cardiopulmonary abnormality."]},
-        # the quick recipe at 224 px (input_size None: the data's; stride 16: 14x14 maps), at most 20 epochs;
-        # AFLoc has no patience key, so early stopping uses train_module's default patience (5 epochs)
+        # the quick recipe at 224 px (input_size None: the data's; stride 16: 14x14 maps), at most 20 epochs,
+        # early stopping after 3 flat epochs; the official blur (1.5 cells of 19) and border margin (one cell)
+        # rescaled to the 14x14 grid
         "standard": {"backbone": "resnet18", "backbone_channels": [16, 32, 64, 128], "embed_dim": 64,
                      "input_size": None, "output_stride": 16, "text_mode": "frozen", "text_context": "sentence",
-                     "text_max_words": 48, "text_center": True, "loc_level": "report", "smooth_sigma": 0.63,
-                     "loc_margin": 0.125, "lr": 2e-3, "weight_decay": 1e-4, "lr_schedule": "cosine",
-                     "warmup_frac": 0.1, "max_epochs": 20, "batch_size": 32,
+                     "text_max_words": 48, "text_center": True, "loc_level": "report", "smooth_sigma": 1.1,
+                     "loc_margin": 0.0714, "lr": 2e-3, "weight_decay": 1e-4, "lr_schedule": "cosine",
+                     "warmup_frac": 0.1, "max_epochs": 20, "batch_size": 32, "patience": 3,
                      "negative_prompts": ["No acute cardiopulmonary abnormality."]},
         "paper": {},
     }
@@ -653,7 +655,8 @@ class AFLoc(Method):
             net.set_text_stats(units.sentences[units.sentence_mask].to(net.text_mean.device))
         val_bank = TextBank(val_reports, encoder, frozen, context) if val_reports is not None else None
         module = build_afloc_module(net, encoder, train_bank, val_bank, self.config)
-        train_module(module, train, val, ctx, max_epochs=self.config["max_epochs"], batch_size=self.config["batch_size"])
+        train_module(module, train, val, ctx, max_epochs=self.config["max_epochs"], batch_size=self.config["batch_size"],
+                     patience=int(self.config["patience"]))
         if not frozen:
             refresh_prompts(net, encoder, self.config)
         self.net = module.net.to(self.device).eval()

@@ -207,6 +207,7 @@ _DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-5,
     "max_epochs": 20,
     "batch_size": 32,
+    "patience": 5,  # early stopping on validation mean AUROC (epochs without improvement)
 }
 
 
@@ -221,11 +222,10 @@ class CAN(Method):
         "quick": {"backbone_a": "resnet18", "backbone_b": "resnet18", "channels_a": [16, 32, 64, 128],
                   "channels_b": [16, 32, 64, 128], "feature_dim": 64, "output_stride": 16,
                   "lr": 2e-3, "weight_decay": 1e-4, "max_epochs": 2, "batch_size": 32},
-        # the quick network at 224 px (stride 16: 14x14 maps), at most 20 epochs; CAN has no patience key, so
-        # early stopping uses train_module's default patience (5 epochs)
+        # the quick network at 224 px (stride 16: 14x14 maps), at most 20 epochs, early stopping after 3 flat epochs
         "standard": {"backbone_a": "resnet18", "backbone_b": "resnet18", "channels_a": [16, 32, 64, 128],
                      "channels_b": [16, 32, 64, 128], "feature_dim": 64, "output_stride": 16,
-                     "lr": 2e-3, "weight_decay": 1e-4, "max_epochs": 20, "batch_size": 32},
+                     "lr": 2e-3, "weight_decay": 1e-4, "max_epochs": 20, "batch_size": 32, "patience": 3},
         "paper": {},
     }
     ablations = {
@@ -256,7 +256,7 @@ class CAN(Method):
         pos_frac = torch.as_tensor(np.asarray(train.labels, dtype=np.float32).mean(0))
         module = build_can_module(net, self.config, pos_frac)
         train_module(module, train, val, ctx, max_epochs=self.config["max_epochs"],
-                     batch_size=self.config["batch_size"])
+                     batch_size=self.config["batch_size"], patience=int(self.config["patience"]))
         self.net = module.net.to(self.device).eval()
         self.save(ctx.checkpoint_dir)
 

@@ -41,7 +41,7 @@ def test_standard_trains_with_an_epoch_cap_and_early_stopping(name):
     preset = info.cls.presets["standard"]
     cap = preset.get("max_epochs", preset.get("epochs"))
     assert isinstance(cap, int) and 10 <= cap <= 30, (name, cap)
-    if "patience" in method_known_keys(info):  # CAN and AFLoc have no key: train_module's default applies
+    if "patience" in method_known_keys(info):  # the references have no key
         assert preset.get("patience") == 3, name
     loop_cap, patience, _ = _fit_loop(create_method(name, resolve_config(name, "standard")), {"fit": {}})
     assert loop_cap == cap and 1 <= patience < cap, name
@@ -52,7 +52,8 @@ def test_the_fit_loop_the_estimate_uses():
     assert _fit_loop(clarity, {"fit": {}}) == (20, 3, 32)  # CLARiTy's `epochs` is its cap
     assert _fit_loop(create_method("clarity", resolve_config("clarity", "quick")), {"fit": {}}) == (2, 5, 32)
     assert _fit_loop(clarity, {"fit": {"max_epochs": 4, "batch_size": 8}}) == (4, 3, 8)  # the run's fit.* wins
-    assert _fit_loop(create_method("can", resolve_config("can", "standard")), {"fit": {}}) == (20, 5, 32)
+    assert _fit_loop(create_method("can", resolve_config("can", "standard")), {"fit": {}}) == (20, 3, 32)
+    assert _fit_loop(create_method("can", resolve_config("can", "quick")), {"fit": {}}) == (2, 5, 32)  # default patience
 
 
 @pytest.mark.parametrize("preset", PRESETS)
