@@ -31,6 +31,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "distill": ("soft", "token", "none"),
     "dino": ("stage", "file", "none"),
     "lr_schedule": ("cosine", "constant"),
+    "patch_stem": ("linear", "conv"),
 }
 
 
@@ -43,6 +44,9 @@ class ClarityConfig:
     preset_arch: str = "s16-224"  # what the preset picks when the name does not pin an arch
     drop_path: float = 0.1  # ours (DeiT-S default)
     input_size: int | None = None  # ours: side the ViT sees (images are resized to it); None: the arch's own
+    # ours: "linear" is ViT's 16x16 patchify; "conv" four stride-2 3x3 convs then a 1x1 (Xiao et al. 2021,
+    # "Early convolutions help transformers see better"): same 16-px token grid, learns faster from few images
+    patch_stem: str = "linear"
     # -- class tokens and maps (MCTformer-style; K and the aggregation are ours) --------------
     map_blocks: int = 3  # K: class-to-patch attention of the last K blocks
     head_agg: str = "mean"  # how heads are combined

@@ -159,6 +159,8 @@ def dino_key(cfg: ClarityConfig, train, ctx: FitContext) -> dict:
             "dino_momentum", "dino_teacher_temp", "dino_student_temp", "drop_path", "dino_warmup_frac", "dino_clip")
     key = {"arch": cfg.arch_spec, **{k: getattr(cfg, k) for k in keys}, "seed": ctx.seed, "data": data_key(train)}
     key["dino_epochs"] = stage_epochs(cfg.dino_epochs, ctx)
+    if cfg.patch_stem != "linear":  # the linear stem's key stays as it was, so existing caches stay valid
+        key["patch_stem"] = cfg.patch_stem
     return key
 
 

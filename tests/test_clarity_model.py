@@ -113,6 +113,26 @@ def test_input_size_sets_the_grid_the_vit_sees():
         ClarityConfig.from_dict({**TINY, "input_size": 100})
 
 
+def test_conv_stem_keeps_the_token_grid_and_is_its_own_network(tmp_path):
+    """patch_stem='conv': four stride-2 convs replace the 16x16 patchify; same grid, maps and round trip."""
+    net = tiny_net(patch_stem="conv")
+    stem = net.vit.patch_embed.proj
+    strides = [m.stride[0] for m in stem if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [2, 2, 2, 2, 1] and stem[-1].out_channels == net.vit.embed_dim
+    out = net(images(2))
+    assert out["class_maps"].shape == (2, 14, 4, 4)
+    assert torch.allclose(out["class_maps"].sum((-2, -1)), torch.ones(2, 14), atol=1e-5)
+    method = create_method("clarity", {**TINY, "patch_stem": "conv"})
+    method.net = net
+    method.save(tmp_path)
+    again = create_method("clarity", dict(TINY))  # the saved config, not the caller's, shapes the network
+    again.load(tmp_path)
+    x = images(2)
+    assert torch.allclose(again.explain(x, range(8)), method.explain(x, range(8)), atol=1e-6)
+    with pytest.raises(ValueError, match="patch_stem"):
+        ClarityConfig.from_dict({**TINY, "patch_stem": "resnet"})
+
+
 def test_load_backbone_interpolates_positions_and_adapts_rgb(tmp_path):
     """A 224-px DINO-style file (cls position, RGB patch embedding) loads into the 64-px model."""
     import timm
