@@ -203,3 +203,24 @@ def test_nih_cohort_uses_the_wheel_geometry(nih_cli):
     out, _ = nih_cli
     pb = pd.read_csv(out / "scores" / "nih" / "prior-lung" / "wang2017" / "per_box.csv")
     pd.testing.assert_frame_equal(composition({"nih": c.binned_boxes()}), composition({"nih": pb}))
+
+
+def test_realism_gaps_name_the_cells_out_of_tolerance():
+    """Known answers: one class 0.15 off at T 0.3, one bin 0.1 off (not more: inside), one share 6 points off."""
+    from wsl_bench.metrics.floors import realism_gaps
+
+    def row(cohort, size_bin, label, t, v):
+        return dict(cohort=cohort, method="prior-lung", policy="wang2017", metric="iou_acc", size_bin=size_bin,
+                    label=label, threshold=t, value=v, ci_low=None, ci_high=None, n_boxes=10)
+
+    rows = []
+    for t in (0.1, 0.2, 0.3):
+        rows += [row("nih", "all", "Mass", t, 0.40), row("synth", "all", "Mass", t, 0.55 if t == 0.3 else 0.45),
+                 row("nih", "large", "macro", t, 0.60), row("synth", "large", "macro", t, 0.70),
+                 row("nih", "all", "Nodule", t, 0.0)]  # no SynthCXR Nodule row: skipped
+    comp = pd.DataFrame([dict(cohort=c, size_bin=b, label="all", share=s) for c, b, s in
+                         [("nih", "small", 1 / 3), ("nih", "medium", 1 / 3), ("nih", "large", 1 / 3),
+                          ("synth", "small", 0.40), ("synth", "medium", 0.30), ("synth", "large", 0.30)]])
+    gaps = realism_gaps(pd.DataFrame(rows), comp)
+    assert [(g["kind"], g["group"], g["threshold"]) for g in gaps] == [("iou_acc", "Mass", 0.3), ("share", "small", None)]
+    assert gaps[0]["nih"] == 0.40 and gaps[0]["synth"] == 0.55

@@ -133,4 +133,4 @@ def test_beats_every_prior_at_macro_iou_0_3_through_a_run(tmp_path):
            for m in ("oracle-seg", "prior-center", "prior-lung", "random")}
     oracle = acc["oracle-seg"]["macro"]["0.3"]
     best_prior = max(acc[m]["macro"]["0.3"] for m in ("prior-center", "prior-lung", "random"))
-    assert oracle > best_prior + 0.05, (oracle, best_prior)  # measured: 0.26 vs 0.17 (seed 1)
+    assert oracle > best_prior + 0.05, (oracle, best_prior)  # measured: 0.32 vs 0.22 (seed 1, renderer 7)

@@ -21,7 +21,11 @@ LUNG_ZIP = "semantic_masks_v7labs_lungs.zip"
 DATA_ENTRY = "Data_Entry_2017_v2020.csv.gz"
 BBOX_LIST = "BBox_List_2017.csv.gz"
 REPORTS_TGZ = "NLMCXR_reports.tgz"
+SIIM_RLE = "siim-pneumothorax-train-rle.csv.gz"
 TEMPLATE_SIZE = 96
+SHAPE_SIZE = 48
+SIIM_SIDE = 1024  # the SIIM-ACR masks are run-length encoded on 1024 x 1024 images
+SIIM_MIN_AREA = 5e-4  # instances smaller than this fraction of the image are dropped (specks)
 
 
 def wheel_data_dir() -> Path:
@@ -63,11 +67,13 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "wsl-bench"
 
 
-def _canonical_lungs(mask: np.ndarray, size: int) -> np.ndarray | None:
+def _canonical_lungs(mask: np.ndarray, size: int, with_box: bool = False):
     """Crop a binary lung mask to its two lungs and resize each into a [2,size,size] frame.
 
     Channel 0 is the image-left lung (the patient's right), channel 1 the image-right lung.
     Masks that do not show two side-by-side lungs of similar size are rejected (None).
+    `with_box`: also return where the two lungs sat in their own film, (x0, y0, x1, y1) as
+    fractions of its width and height.
     """
     from PIL import Image
     from scipy import ndimage
@@ -96,13 +102,16 @@ def _canonical_lungs(mask: np.ndarray, size: int) -> np.ndarray | None:
     # Each lung must stay on its own side of the midline of the crop.
     if out[0][:, size // 2 + size // 8 :].mean() > 0.02 or out[1][:, : size // 2 - size // 8].mean() > 0.02:
         return None
+    if with_box:
+        H, W = mask.shape
+        return out, np.array([x0 / W, y0 / H, x1 / W, y1 / H], dtype=np.float32)
     return out
 
 
-def _build_lung_templates(size: int) -> np.ndarray:
+def _build_lung_templates(size: int, with_boxes: bool = False):
     from PIL import Image
 
-    out = []
+    out, boxes = [], []
     with zipfile.ZipFile(wheel_file(LUNG_ZIP)) as zf:
         for name in sorted(zf.namelist()):
             if name.endswith("/"):
@@ -111,12 +120,14 @@ def _build_lung_templates(size: int) -> np.ndarray:
             im.draft("L", (256, 256))
             im = im.convert("L")
             im.thumbnail((256, 256))
-            t = _canonical_lungs(np.asarray(im) > 127, size)
+            t = _canonical_lungs(np.asarray(im) > 127, size, with_box=True)
             if t is not None:
-                out.append(t)
+                out.append(t[0])
+                boxes.append(t[1])
     if not out:
         raise RuntimeError(f"no usable lung masks found in {wheel_file(LUNG_ZIP)}")
-    return (np.stack(out) * 255).round().astype(np.uint8)
+    templates = (np.stack(out) * 255).round().astype(np.uint8)
+    return (templates, np.stack(boxes)) if with_boxes else templates
 
 
 def lung_templates(cache_dir: str | os.PathLike | None = None, size: int = TEMPLATE_SIZE) -> np.ndarray:
@@ -129,21 +140,118 @@ def lung_templates(cache_dir: str | os.PathLike | None = None, size: int = TEMPL
 
 @functools.lru_cache(maxsize=4)
 def _lung_templates_cached(cache_dir: str, size: int) -> np.ndarray:
+    path = Path(cache_dir) / f"lung_templates_v1_{size}.npy"
+    arr = _load_npy(path, 4, (2, size, size))
+    if arr is None:
+        arr = _build_lung_templates(size)
+        _save_npy(path, arr)
+    return arr
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
     from wsl_bench.io import atomic_path
 
-    path = Path(cache_dir) / f"lung_templates_v1_{size}.npy"
-    if path.is_file():
-        try:
-            arr = np.load(path, allow_pickle=False)
-            if arr.ndim == 4 and arr.shape[1:] == (2, size, size):
-                return arr
-        except (OSError, ValueError):
-            pass  # a damaged cache file is rebuilt below
-    arr = _build_lung_templates(size)
     try:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, arr, allow_pickle=False)
     except OSError:
         pass  # a read-only cache only costs the rebuild next time
+
+
+def _load_npy(path: Path, ndim: int, tail: tuple[int, ...]) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None  # a damaged cache file is rebuilt by the caller
+    return arr if arr.ndim == ndim and arr.shape[1:] == tail else None
+
+
+def lung_template_boxes(cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Where each lung template's two lungs sat in their own film: [K,4] float32 (x0, y0, x1, y1) as
+    fractions of that film's width and height, in the order of `lung_templates` (same masks, same filter).
+
+    Their mean is the frame of the real-mask lung atlas (the `prior-lung` map on NIH)."""
+    return _lung_boxes_cached(str(Path(cache_dir) if cache_dir else default_cache_dir()))
+
+
+@functools.lru_cache(maxsize=4)
+def _lung_boxes_cached(cache_dir: str) -> np.ndarray:
+    path = Path(cache_dir) / "lung_template_boxes_v1.npy"
+    arr = _load_npy(path, 2, (4,))
+    if arr is None:
+        arr = _build_lung_templates(8, with_boxes=True)[1]
+        _save_npy(path, arr)
+    return arr
+
+
+def _siim_instance(rle: str, side: int = SIIM_SIDE):
+    """One SIIM-ACR run-length mask (relative starts, column-major pixel order) as its bounding box
+    (x0, y0, x1, y1) in pixels and the boolean crop of that box."""
+    a = np.asarray(rle.split(), dtype=np.int64)
+    lens = a[1::2]
+    starts = np.cumsum(a[0::2] + np.concatenate([[0], lens[:-1]]))
+    ends = starts + lens  # exclusive
+    s_arr, e_arr = starts, ends
+    if ((ends - 1) // side != starts // side).any():  # a run continuing into the next column: split it
+        segs_s, segs_e = [], []
+        for s0, e0 in zip(starts, ends):
+            while s0 < e0:
+                col_end = (s0 // side + 1) * side
+                segs_s.append(s0)
+                segs_e.append(min(e0, col_end))
+                s0 = col_end
+        s_arr, e_arr = np.asarray(segs_s), np.asarray(segs_e)
+    cols, r0, r1 = s_arr // side, s_arr % side, (e_arr - 1) % side + 1
+    x0, x1, y0, y1 = int(cols.min()), int(cols.max()) + 1, int(r0.min()), int(r1.max())
+    diff = np.zeros((y1 - y0 + 1, x1 - x0), dtype=np.int32)
+    np.add.at(diff, (r0 - y0, cols - x0), 1)
+    np.add.at(diff, (r1 - y0, cols - x0), -1)
+    crop = np.cumsum(diff, axis=0)[:-1] > 0
+    return (x0, y0, x1, y1), crop
+
+
+def _build_ptx_shapes(size: int) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    table = pd.read_csv(wheel_file(SIIM_RLE))
+    rles = [str(v).strip() for v in table.iloc[:, 1]]
+    rows = []
+    for rle in rles:
+        if rle in ("-1", "", "nan"):
+            continue
+        (x0, y0, x1, y1), crop = _siim_instance(rle)
+        if crop.sum() < SIIM_MIN_AREA * SIIM_SIDE**2:
+            continue
+        t = torch.from_numpy(crop.astype(np.float32))[None, None]
+        small = F.interpolate(t, size=(size, size), mode="area")[0, 0].numpy()
+        box = np.array([x0, y0, x1, y1], dtype=np.float64) / SIIM_SIDE
+        rows.append(np.concatenate([box * 65535, np.clip(small, 0, 1).ravel() * 255]))
+    if not rows:
+        raise RuntimeError(f"no pneumothorax masks found in {wheel_file(SIIM_RLE)}")
+    return np.stack(rows).round().astype(np.uint16)
+
+
+def pneumothorax_shapes(cache_dir: str | os.PathLike | None = None, size: int = SHAPE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Real pneumothorax shapes: the SIIM-ACR training masks shipped in the torchxrayvision wheel
+    (`siim-pneumothorax-train-rle.csv.gz`, 1024-px run-length encoded), one per annotated instance
+    covering at least SIIM_MIN_AREA of the film.
+
+    Returns (shapes [N,size,size] uint8 0..255: each instance's bounding-box crop resized to size x size,
+    boxes [N,4] float32: that box (x0, y0, x1, y1) as fractions of the 1024-px film). Built once (about a
+    second) and cached as .npy under the cache dir."""
+    arr = _ptx_cached(str(Path(cache_dir) if cache_dir else default_cache_dir()), int(size))
+    return arr[:, 4:].reshape(-1, size, size).astype(np.uint8), arr[:, :4].astype(np.float32) / 65535
+
+
+@functools.lru_cache(maxsize=4)
+def _ptx_cached(cache_dir: str, size: int) -> np.ndarray:
+    path = Path(cache_dir) / f"ptx_shapes_v1_{size}.npy"
+    arr = _load_npy(path, 2, (4 + size * size,))
+    if arr is None:
+        arr = _build_ptx_shapes(size)
+        _save_npy(path, arr)
     return arr

@@ -62,7 +62,8 @@ def export_nih_layout(
     real box images and `n` synthetic images form train_val; otherwise `n` synthetic images are
     split train_val/test (`test_fraction`) and every test lesion gets its box."""
     from wsl_bench.data.synth import SynthConfig, anatomy_bank, load_synth, render_specs
-    from wsl_bench.data.synth.sample import _box_sizes, _image_spec
+    from wsl_bench.data.synth.geometry import BoxSampler
+    from wsl_bench.data.synth.sample import _image_spec
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +94,7 @@ def export_nih_layout(
         for c in ("x", "y", "w", "h"):
             real[c] = real[c].astype(float) * scale
         bank = anatomy_bank(size, seed)
-        sizes = _box_sizes(size)
+        sampler = BoxSampler(seed)
         female = np.flatnonzero(bank.params["female"] > 0.5)
         male = np.flatnonzero(bank.params["female"] <= 0.5)
         specs = []
@@ -106,7 +107,7 @@ def export_nih_layout(
                 fixed.setdefault(str(r.label), []).append((r.x, r.y, r.w, r.h))
             pool = female if row["gender"] == "F" else male
             specs.append(_image_spec(cfg, rng, lab, str(row["view"]), int(rng.choice(pool)), rng.normal(0, 0.015, 2),
-                                     rng.uniform(0.92, 1.06, 2), sizes, size, fixed=fixed))
+                                     rng.uniform(0.92, 1.06, 2), sampler, size, fixed=fixed))
             ids.append(iid), te.append(iid), labels.append(lab), pids.append(int(row["patient_id"]))
             views.append(str(row["view"])), genders.append(str(row["gender"])), ages.append(int(rng.integers(18, 90)))
         for res in render_specs(bank, specs):

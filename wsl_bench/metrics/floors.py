@@ -102,18 +102,25 @@ def nih_cohort(methods=FLOOR_METHODS, image_size: int = NIH_IMAGE_SIZE) -> Floor
 def synth_cohort(seed: int = 0, preset: str = "quick", methods=FLOOR_METHODS, progress: bool = False) -> FloorCohort:
     """The test boxes of the SynthCXR cohort a `preset` run with `seed` uses, with the references
     fitted as in that run (prior-lung: the train split's mean lung mask)."""
-    from wsl_bench.methods import FitContext, create_method
     from wsl_bench.run import build_config, load_cohort
 
     cfg = build_config(list(methods), preset=preset, seed=seed)
     data = load_cohort(cfg["data"], seed, progress=progress)
+    return floor_cohort_of(data, cfg, methods, info={"preset": preset, "seed": int(seed)})
+
+
+def floor_cohort_of(data, cfg: dict, methods=FLOOR_METHODS, info: dict | None = None) -> FloorCohort:
+    """A loaded SynthCXR `Cohort` as a FloorCohort: its test boxes, and each reference fitted on its train
+    split as a run with config `cfg` (`wsl_bench.run.build_config`) fits it."""
+    from wsl_bench.methods import FitContext, create_method
+
     test = data.test
     box_ids = set(test.boxes["image_id"])
     sizes = {iid: (int(h), int(w)) for iid, (h, w) in zip(test.image_ids, test.orig_sizes) if iid in box_ids}
     patients = {iid: str(p) for iid, p in zip(test.image_ids, test.patient_ids) if iid in box_ids}
     cohort = FloorCohort(
         "synth", test.boxes.reset_index(drop=True).copy(), sizes, patients,
-        info={"preset": preset, "seed": int(seed), "fingerprint": data.fingerprint,
+        info={**(info or {}), "fingerprint": data.fingerprint,
               "n_images": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
               "maps": "each reference fitted on the train split as in a run (prior-lung: its mean lung mask)"},
     )
@@ -190,6 +197,41 @@ def collect(out_dir: str | os.PathLike, folders: dict, cohort: str) -> pd.DataFr
             per_box = pd.read_csv(Path(folder) / "per_box.csv", dtype={"image_id": str})
             rows += summary_rows(summary, per_box, cohort, method, policy)
     return pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+
+
+REALISM_TOLERANCE = 0.1  # |SynthCXR - NIH| IoU accuracy of a reference, per class and per size bin
+SHARE_TOLERANCE = 0.05  # |SynthCXR - NIH| share of the boxes in a size bin
+
+
+def realism_gaps(rows: pd.DataFrame, comp: pd.DataFrame | None = None, policy: str = "wang2017",
+                 thresholds=REALISM_THRESHOLDS, tol: float = REALISM_TOLERANCE,
+                 share_tol: float = SHARE_TOLERANCE) -> list[dict]:
+    """Where SynthCXR's box geometry is not NIH-like: every (reference, class or size bin, T(IoU)) whose
+    SynthCXR IoU accuracy is more than `tol` from NIH's (size bins: macro over their classes), and every
+    size bin whose share of the boxes is more than `share_tol` from NIH's (`comp`, from `composition`).
+    Cells one cohort lacks are skipped. Returns dicts with kind, method, group, threshold, nih, synth."""
+    gaps = []
+    sel = rows[(rows["policy"] == policy) & (rows["metric"] == "iou_acc")]
+    groups = [("all", lab) for lab in BOX_FINDINGS] + [(b, "macro") for b, _, _ in SIZE_BINS]
+    for method in dict.fromkeys(_pick(sel, cohort="nih")["method"]):
+        for size_bin, label in groups:
+            for t in thresholds:
+                got = {}
+                for cohort in ("nih", "synth"):
+                    v, _, _ = _value(sel, cohort=cohort, method=method, size_bin=size_bin, label=label, threshold=float(t))
+                    got[cohort] = v
+                if got["nih"] is None or got["synth"] is None:
+                    continue
+                if abs(got["synth"] - got["nih"]) > tol + 1e-9:
+                    gaps.append(dict(kind="iou_acc", method=method, group=label if size_bin == "all" else size_bin,
+                                     threshold=float(t), nih=got["nih"], synth=got["synth"]))
+    if comp is not None and {"nih", "synth"} <= set(comp["cohort"]):
+        alls = comp[comp["label"] == "all"]
+        for name, _, _ in SIZE_BINS:
+            share = {c: float(alls[(alls["cohort"] == c) & (alls["size_bin"] == name)]["share"].iloc[0]) for c in ("nih", "synth")}
+            if abs(share["synth"] - share["nih"]) > share_tol + 1e-9:
+                gaps.append(dict(kind="share", method=None, group=name, threshold=None, nih=share["nih"], synth=share["synth"]))
+    return gaps
 
 
 def composition(boxes_by_cohort: dict[str, pd.DataFrame], bins=SIZE_BINS) -> pd.DataFrame:
@@ -334,6 +376,19 @@ def markdown_report(rows: pd.DataFrame, comp: pd.DataFrame, meta: dict) -> str:
         for method in dict.fromkeys(_pick(rows, cohort="nih")["method"]):
             parts += ["", f"### {method}", "", realism_table(rows, method)]
     parts += ["", "## Size-bin composition", "", composition_table(comp), ""]
+    if {"nih", "synth"} <= set(cohorts):
+        gaps = realism_gaps(rows, comp)
+        parts += ["## Realism check", "",
+                  f"Cells where SynthCXR is more than {REALISM_TOLERANCE:g} from NIH (IoU accuracy at T(IoU) "
+                  f"{', '.join(f'{t:g}' for t in REALISM_THRESHOLDS)}, wang2017, per class and per size bin) or a size "
+                  f"bin's share is more than {SHARE_TOLERANCE * 100:g} points from NIH's: "
+                  + (f"{len(gaps)}." if gaps else "none."), ""]
+        for g in gaps:
+            what = (f"{g['method']}, {g['group']}, T(IoU) {g['threshold']:g}" if g["kind"] == "iou_acc"
+                    else f"share of {g['group']} boxes")
+            parts.append(f"- {what}: NIH {g['nih']:.2f}, SynthCXR {g['synth']:.2f}")
+        if gaps:
+            parts.append("")
     return "\n".join(parts)
 
 
@@ -491,7 +546,9 @@ __all__ = [
     "FloorCohort",
     "collect",
     "composition",
+    "floor_cohort_of",
     "headline_table",
+    "realism_gaps",
     "nih_cohort",
     "run_floors",
     "score_cohort",

@@ -55,7 +55,9 @@ def bank_size_for(g: int) -> int:
 def _bank(g: int, k: int, seed: int, templates_dir: str) -> AnatomyBank:
     torch_threads = torch.get_num_threads()
     try:
-        return build_bank(assets.lung_templates(templates_dir), g, k, seed)
+        return build_bank(assets.lung_templates(templates_dir), g, k, seed,
+                          template_boxes=assets.lung_template_boxes(templates_dir),
+                          ptx_shapes=assets.pneumothorax_shapes(templates_dir))
     finally:
         torch.set_num_threads(torch_threads)
 

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wsl_bench.data.synth.geometry import lung_frame
+
 CHANNELS = ("body", "air", "lung", "vessels")
 
 
@@ -26,8 +28,9 @@ class AnatomyBank:
     """K normal chests at side G: `maps` [K,4,G,G] float32 plus the per-entry geometry."""
 
     maps: torch.Tensor
-    params: dict[str, np.ndarray]  # per entry: cx, lw, ltop, lh, female, ap, hilum_y, template
+    params: dict[str, np.ndarray]  # per entry: cx, lw, ltop, lh, female, ap, hilum_y, template; "ref": mean frame
     vessel_gain: float = 0.45
+    ptx_shapes: tuple[np.ndarray, np.ndarray] | None = None  # real pneumothorax masks (shapes, boxes)
 
     def __post_init__(self) -> None:
         # What every image warps: [density, air] (density already includes lungs and vessels).
@@ -68,16 +71,25 @@ def _col(a: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.float32)).view(-1, 1, 1)
 
 
-def sample_bank_params(rng: np.random.Generator, k: int, n_templates: int) -> dict[str, np.ndarray]:
-    """Geometry of K normal chests; half are female (breast shadows), half AP views."""
+def sample_bank_params(
+    rng: np.random.Generator, k: int, n_templates: int, template_boxes: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Geometry of K normal chests; half are female (breast shadows), half AP views.
+
+    The lung field of an entry sits where its real lung mask sat in its own film (`template_boxes`,
+    `assets.lung_template_boxes`), pulled half-way to the mean frame (`geometry.lung_frame`); "ref" is
+    that mean frame (cx, lw, ltop, lh), the frame the lesion boxes are mapped from."""
+    template = rng.integers(0, n_templates, k)
+    frame = lung_frame(template_boxes, template)
     p = {
-        "cx": 0.5 + rng.normal(0, 0.012, k),
-        "lw": rng.uniform(0.66, 0.78, k),
-        "ltop": rng.uniform(0.07, 0.13, k),
-        "lh": rng.uniform(0.56, 0.66, k),
+        "cx": frame["cx"],
+        "lw": frame["lw"],
+        "ltop": frame["ltop"],
+        "lh": frame["lh"],
+        "ref": frame["ref"],
         "female": (np.arange(k) % 2).astype(np.float32),
         "ap": ((np.arange(k) // 2) % 2).astype(np.float32),
-        "template": rng.integers(0, n_templates, k),
+        "template": template,
         "rib_curve": rng.uniform(0.08, 0.14, k),
         "rib_phase": rng.uniform(-0.25, 0.25, k),
         "rib_gamma": rng.uniform(0.8, 0.95, k),
@@ -135,11 +147,16 @@ def _blur_axis(x: torch.Tensor, sigma: float, axis: int) -> torch.Tensor:
     return F.conv2d(F.pad(x, pad, mode=mode), k)
 
 
-def build_bank(templates: np.ndarray, size: int, k: int, seed: int) -> AnatomyBank:
-    """Render K normal chests at side `size` from real lung-shape templates [T,2,t,t] uint8."""
+def build_bank(
+    templates: np.ndarray, size: int, k: int, seed: int, template_boxes: np.ndarray | None = None,
+    ptx_shapes: tuple[np.ndarray, np.ndarray] | None = None,
+) -> AnatomyBank:
+    """Render K normal chests at side `size` from real lung-shape templates [T,2,t,t] uint8, placed
+    where they sat in their films (`template_boxes` [T,4]); `ptx_shapes` (shapes, boxes) are the real
+    pneumothorax masks the renderer draws from (`assets.pneumothorax_shapes`)."""
     rng = np.random.default_rng([seed, 7001])
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    p = sample_bank_params(rng, k, len(templates))
+    p = sample_bank_params(rng, k, len(templates), template_boxes)
     g = size
     ax = (torch.arange(g, dtype=torch.float32) + 0.5) / g
     # 1-D coordinates broadcast against each other: terms depending on one axis stay cheap.
@@ -238,4 +255,4 @@ def build_bank(templates: np.ndarray, size: int, k: int, seed: int) -> AnatomyBa
     vessels = vessels * lung * smoothstep(0.05, 0.3, depth)
     full = (k, g, g)
     maps = torch.stack([t.expand(full) for t in (body, air, lung, vessels)], dim=1).contiguous()
-    return AnatomyBank(maps=maps, params=p)
+    return AnatomyBank(maps=maps, params=p, ptx_shapes=ptx_shapes)

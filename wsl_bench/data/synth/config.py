@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 # Bump when the renderer changes in a way that changes pixels, so stale caches are not reused.
-RENDERER_VERSION = "5"
+RENDERER_VERSION = "7"
 
 CONFOUNDERS = ("chest_tube", "text_marker")
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wsl_bench.data.synth import geometry as G
 from wsl_bench.data.synth import lesions as L
 from wsl_bench.data.synth.anatomy import AnatomyBank
 
@@ -21,12 +22,12 @@ LUNG_AIR_THRESHOLD = 0.15  # air depth above which a pixel is lung field
 
 @dataclass
 class LesionRequest:
-    """A finding to draw. `size` (w,h) px; `hint` a preferred centre (x,y) px; `box` a fixed box
-    (x,y,w,h) px drawn exactly there (NIH mirror) instead of being placed in the lungs."""
+    """A finding to draw. `cands`: boxes (cx, cy, w, h) in the NIH frame (`geometry.BoxSampler`), the
+    first one preferred, mapped into the image through its lung frame; `box` a fixed box (x,y,w,h) px
+    drawn exactly there (NIH mirror) instead."""
 
     label: str
-    size: tuple[float, float] = (0.0, 0.0)
-    hint: tuple[float, float] | None = None
+    cands: tuple[tuple[float, float, float, float], ...] = ()
     box: tuple[float, float, float, float] | None = None
 
 
@@ -103,41 +104,22 @@ class _Frame:
         return float(x)
 
 
-def _heart(fr: _Frame, s: ImageSpec, g: int):
-    """Heart as a tilted ellipse (anatomy coords) whose width is CTR x thorax width, or an
-    axis-aligned ellipse filling a fixed box. Returns crop origin and soft mask."""
+def _heart(fr: _Frame, s: ImageSpec, g: int, ref: np.ndarray):
+    """The heart filling a box: a fixed box (mirror), the Cardiomegaly request's real-box draw, or a
+    normal heart whose width is CTR x lung width, placed as the real Cardiomegaly boxes sit in the lung
+    frame (geometry.HEART_*). Returns crop origin and soft mask."""
     fixed = next((r.box for r in s.lesions if r.label == "Cardiomegaly" and r.box is not None), None)
+    req = next((r for r in s.lesions if r.label == "Cardiomegaly" and r.cands), None)
     if fixed is not None:
-        x, y, w, h = fixed
-        y0, x0, u, v = L.box_grid(fixed, g, margin=0.1)
-        rho = np.sqrt(u * u + v * v)
-        return y0, x0, (L._smooth(1.06, 0.94, rho) * (0.8 + 0.2 * L._smooth(1.0, 0.3, rho))).astype(np.float32)
-    W = s.ctr * fr.lw * 1.04 * (1.06 if s.ap else 1.0)
-    phi = 0.4
-    a, b = 1.0, 0.72
-    ext = 2 * np.sqrt((a * np.cos(phi)) ** 2 + (b * np.sin(phi)) ** 2)
-    a, b = a * W / ext, b * W / ext
-    hcx = fr.cx + 0.18 * W
-    hcy = fr.ltop + fr.lh - b * 1.05
-    r = 1.12 * a / 0.95  # covers the lobulated outline
-    corners_u = np.array([hcx - r, hcx + r, hcx - r, hcx + r])
-    corners_v = np.array([hcy - r, hcy - r, hcy + r, hcy + r])
-    cxs, cys = fr.to_img(corners_u, corners_v)
-    x0, x1 = int(max(0, np.floor(cxs.min()))), int(min(g, np.ceil(cxs.max())))
-    y0, y1 = int(max(0, np.floor(cys.min()))), int(min(g, np.ceil(cys.max())))
-    xs = np.arange(x0, x1) + 0.5
-    ys = np.arange(y0, y1) + 0.5
-    X, Y = np.meshgrid(xs, ys)
-    ua, va = fr.to_anat(X, Y)
-    du, dv = ua - hcx, va - hcy
-    p = (du * np.cos(phi) + dv * np.sin(phi)) / a
-    q = (-du * np.sin(phi) + dv * np.cos(phi)) / b
-    rho = np.sqrt(p * p + q * q)
-    # Lobulated outline (ventricle, atrium) and a graded density: thicker centrally.
-    ang = np.arctan2(q, p)
-    rho = rho / (1 + 0.05 * np.cos(2 * ang + s.seed % 7) + 0.03 * np.cos(3 * ang + 1.3))
-    soft = L._smooth(1.06, 0.94, rho) * (0.8 + 0.2 * L._smooth(1.0, 0.3, rho))
-    return y0, x0, soft.astype(np.float32)
+        box = fixed
+    elif req is not None:
+        box = G.map_box(fr, req.cands[0], ref)
+    else:
+        W = s.ctr * fr.lw * 1.04 * (1.06 if s.ap else 1.0)
+        H = W * G.HEART_ASPECT
+        box = G.anat_box(fr, fr.cx + G.HEART_DX * W, fr.ltop + G.HEART_BOTTOM * fr.lh - H / 2, W, H)
+    y0, x0, soft = L.heart_in_box(box, g, s.seed)
+    return y0, x0, soft
 
 
 def _side_mask(lung: np.ndarray, mid: float, right: bool) -> np.ndarray:
@@ -164,8 +146,136 @@ def _random_point(mask: np.ndarray, rng: np.random.Generator, weight_rows: np.nd
     return x + 0.5, y + 0.5
 
 
-def _place(req: LesionRequest, lung: np.ndarray, fr: _Frame, g: int, rng, contrast: float):
-    """Draw one box finding: at its fixed box (mirror), or placed in the lungs and clipped to them."""
+FIT_IOU = 0.7  # a box is used when the lesion drawn in it, clipped to the anatomy, keeps this IoU with it
+NUDGE_BELOW = 0.9  # below this IoU an intrapulmonary lesion's box is also tried moved inside the lungs
+INTRAPULMONARY = ("Nodule", "Mass", "Atelectasis", "Infiltrate", "Pneumonia")
+
+
+def _clip(les: L.Lesion, region: np.ndarray) -> L.Lesion:
+    hh, ww = les.profile.shape
+    cl = region[les.y0 : les.y0 + hh, les.x0 : les.x0 + ww]
+    les.mask = les.mask & cl
+    les.profile = les.profile * cl
+    if les.extra is not None:
+        les.extra = les.extra * cl
+    return les
+
+
+def _ptx_anchor(box, side: np.ndarray, right: bool, g: int):
+    """Move a pneumothorax box against the chest wall: its lateral edge onto the lung's lateral edge in
+    the box's rows, and below the apex if it sits above it."""
+    x, y, w, h = box
+    r0, r1 = int(max(0, np.floor(y))), int(min(g, np.ceil(y + h)))
+    cols = np.nonzero(side[r0:r1].any(0))[0] if r1 > r0 else np.zeros(0, dtype=np.int64)
+    if not len(cols):
+        cols = np.nonzero(side.any(0))[0]
+        if not len(cols):
+            return None
+    x = float(cols.min()) if right else float(cols.max() + 1) - w
+    c0, c1 = int(max(0, np.floor(x))), int(min(g, np.ceil(x + w)))
+    rows = np.nonzero(side[:, c0:c1].any(1))[0] if c1 > c0 else np.zeros(0, dtype=np.int64)
+    if len(rows) and y < rows.min():
+        y = float(rows.min())
+    return (x, y, w, h)
+
+
+class _PtxShapes:
+    """The real pneumothorax masks, indexed by their boxes mirrored onto the image-left side."""
+
+    def __init__(self, shapes: np.ndarray, boxes: np.ndarray):
+        self.shapes = shapes
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        w, h = np.maximum(boxes[:, 2] - boxes[:, 0], 1e-3), np.maximum(boxes[:, 3] - boxes[:, 1], 1e-3)
+        self.flip = cx > 0.5
+        self.key = np.stack([np.where(self.flip, 1 - cx, cx), cy, np.log(w), np.log(h)], 1)
+
+    def pick(self, cand, rng, image_left: bool, k: int = 4) -> np.ndarray:
+        """One of the k masks whose boxes are nearest to `cand` (cx, cy, w, h, NIH frame), mirrored to the side."""
+        cx, cy, w, h = cand
+        q = np.array([min(cx, 1 - cx), cy, np.log(w), np.log(h)])
+        d = ((self.key - q) ** 2 * np.array([4.0, 4.0, 1.0, 1.0])).sum(1)
+        j = int(np.argpartition(d, k)[rng.integers(k)]) if len(d) > k else int(np.argmin(d))
+        shape = self.shapes[j].astype(np.float32) / 255.0
+        return shape[:, ::-1] if self.flip[j] == image_left else shape
+
+
+PLEURAL_BAND = 0.03  # pleural fluid may lie this far (fraction of the side) lateral to the aerated lung
+NUDGE_STEPS = (-0.5, -0.25, 0.0, 0.25, 0.5)  # shifts tried, in box widths / heights
+NUDGE_COVER = 0.9  # the nudged box is the nearest shift whose lung cover reaches this (none: not moved)
+
+
+def _pleural_space(side_lung: np.ndarray, right: bool, d: int) -> np.ndarray:
+    """The lung of one side plus a band d px wide lateral to it (the pleural space along the chest wall)."""
+    out = side_lung.copy()
+    for k in range(1, d + 1):
+        if right:  # image-left lung: lateral is towards x = 0
+            out[:, :-k] |= side_lung[:, k:]
+        else:
+            out[:, k:] |= side_lung[:, :-k]
+    return out
+
+
+def _nudge(box, lung_sum: np.ndarray, g: int):
+    """`box` moved to the nearest shift (NUDGE_STEPS of its size) at which the lung covers NUDGE_COVER of
+    it; `box` itself when no shift does. `lung_sum` is the lung's summed-area table [g+1,g+1]."""
+    x, y, w, h = box
+    st = np.asarray(NUDGE_STEPS)
+    dx, dy = np.meshgrid(st * w, st * h)
+    dx, dy = dx.ravel(), dy.ravel()
+    x0 = np.clip(np.round(x + dx), 0, g).astype(int)
+    y0 = np.clip(np.round(y + dy), 0, g).astype(int)
+    x1 = np.clip(np.round(x + dx + w), 0, g).astype(int)
+    y1 = np.clip(np.round(y + dy + h), 0, g).astype(int)
+    inside = lung_sum[y1, x1] - lung_sum[y0, x1] - lung_sum[y1, x0] + lung_sum[y0, x0]
+    cover = inside / max(1.0, w * h)
+    if cover.max() < NUDGE_COVER:
+        return box
+    dist = np.hypot(dx / w, dy / h)
+    j = int(np.argmin(np.where(cover >= NUDGE_COVER, dist, np.inf)))
+    return (x + float(dx[j]), y + float(dy[j]), w, h)
+
+
+def _draw_at(lab: str, box, lung: np.ndarray, mid: float, g: int, rng, contrast: float, ptx: _PtxShapes | None, cand):
+    """Draw `lab` at a mapped box, fitted to the anatomy; returns (lesion, right, target box) or None."""
+    x, y, w, h = box
+    right = (x + w / 2) < mid
+    if lab in INTRAPULMONARY:
+        les = L.fit_to_box(L.BOX_DRAWERS[lab](box, g, rng, contrast), box, g)
+        return _clip(les, lung), right, box
+    bilateral = lab == "Effusion" and x < mid - 0.05 * g and x + w > mid + 0.05 * g
+    region = lung if bilateral else _side_mask(lung, mid, right)
+    if lab == "Effusion":
+        d = max(1, int(round(PLEURAL_BAND * g)))
+
+        def space(field):  # the field of the side(s) plus the pleural band along the lateral wall
+            sides = (True, False) if bilateral else (right,)
+            out = np.zeros_like(field)
+            for side in sides:
+                out |= _pleural_space(_side_mask(field, mid, side), side, d)
+            return out
+
+        fluid_space = space(lung)
+        out = L.effusion_at_base(box, fluid_space, g, rng, right, mid, bilateral, contrast)
+        if out is None:
+            return None
+        les, target = out
+        return _clip(les, fluid_space), right, target
+    # Pneumothorax
+    target = _ptx_anchor(box, region, right, g)
+    if target is None:
+        return None
+    if ptx is None:
+        return _clip(L.pneumothorax(target, g, rng, right, contrast), region), right, target
+    shape = ptx.pick(cand, rng, image_left=right)
+    les = L.pneumothorax_from_shape(target, shape, lambda y0, x0, hh, ww: region[y0 : y0 + hh, x0 : x0 + ww], g, contrast)
+    return les, right, target
+
+
+def _place(req: LesionRequest, lung: np.ndarray, fr: _Frame, g: int, rng, contrast: float, ref: np.ndarray,
+           ptx: _PtxShapes | None = None):
+    """Draw one box finding: at its fixed box (mirror), or at the first of its candidate boxes that fits
+    this chest (mapped through its lung frame; intrapulmonary lesions clipped to the lungs, effusions
+    settled on the lung base, pneumothoraces against the chest wall)."""
     lab = req.label
     mid = fr.midline_x(g * 0.5)
     if req.box is not None:
@@ -178,56 +288,76 @@ def _place(req: LesionRequest, lung: np.ndarray, fr: _Frame, g: int, rng, contra
         else:
             les = L.BOX_DRAWERS[lab](req.box, g, rng, contrast)
         return les, right, req.box
-    w0, h0 = req.size
-    min_side = (0.08 if lab in ("Effusion", "Pneumothorax") else 0.025) * g
-    les, right = None, False
-    for _attempt in range(8):
-        grow = 1.4 ** max(0, _attempt - 2)
-        w, h = max(w0, min_side) * grow, max(h0, min_side) * grow
-        right = bool(rng.random() < 0.5)
-        if lab in ("Effusion", "Pneumothorax"):
-            side = _side_mask(lung, mid, right)
-            ys, xs = np.nonzero(side)
-            if len(ys) == 0:
+    best = None
+    lung_sum = None
+    for cand in req.cands:
+        box = G.map_box(fr, cand, ref)
+        here = None  # (fit, lesion, right) of this candidate
+        crosses = box[0] < mid - 0.02 * g and box[0] + box[2] > mid + 0.02 * g  # a bilateral box stays put
+        for attempt in range(2 if lab in INTRAPULMONARY and not crosses else 1):
+            if attempt == 1:  # the lesion lost part of its box to the lung border: move the box inside
+                if lung_sum is None:
+                    lung_sum = np.pad(lung.astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+                moved = _nudge(box, lung_sum, g)
+                if moved == box:
+                    break
+                box = moved
+            out = _draw_at(lab, box, lung, mid, g, rng, contrast, ptx, cand)
+            if out is None:
                 continue
-            w_eff = min(w, float(xs.max() - xs.min() + 1))
-            if lab == "Effusion":
-                bottom = ys.max() + 1
-                lower = side[max(0, int(bottom - h)) : bottom]
-                lx = np.nonzero(lower.any(0))[0]
-                x = (lx.min() - 1) if right else (lx.max() + 2 - w_eff)
-                box = (float(x), float(bottom - h + 1), w_eff, float(h))
-                les = L.effusion(box, g, rng, right, contrast)
-            else:
-                top = ys.min()
-                upper = side[top : int(top + h)]
-                lx = np.nonzero(upper.any(0))[0]
-                x = (lx.min() - 1) if right else (lx.max() + 2 - w_eff)
-                box = (float(x), float(top - 1), w_eff, float(h))
-                les = L.pneumothorax(box, g, rng, right, contrast)
-            clip = side
+            les, right, target = out
+            if les.mask.sum() < MIN_LESION_PIXELS:
+                continue
+            fit = L.box_iou(L.mask_bbox(les), target)
+            if here is None or fit > here[0]:
+                here = (fit, les, right)
+            if fit >= NUDGE_BELOW:
+                break
+        if here is None:
+            continue
+        if here[0] >= FIT_IOU:
+            return here[1], here[2], None
+        if best is None or here[0] > best[0]:
+            best = here
+    if best is not None:
+        return best[1], best[2], None
+    return _place_fallback(req, lung, mid, g, rng, contrast)
+
+
+def _place_fallback(req: LesionRequest, lung: np.ndarray, mid: float, g: int, rng, contrast: float):
+    """No candidate box fits (a tiny image or a tiny lung): grow the box around a random lung point."""
+    lab = req.label
+    w0, h0 = (req.cands[0][2] * g, req.cands[0][3] * g) if req.cands else (0.1 * g, 0.1 * g)
+    les, right = None, False
+    for attempt in range(6):
+        grow = 1.4**attempt
+        w, h = max(w0, 0.05 * g) * grow, max(h0, 0.05 * g) * grow
+        c = _random_point(lung, rng)
+        if c is None:
+            return None
+        right = c[0] < mid
+        box = (c[0] - w / 2, c[1] - h / 2, float(w), float(h))
+        if lab in ("Effusion", "Pneumothorax"):
+            les = L.effusion(box, g, rng, right, contrast) if lab == "Effusion" else L.pneumothorax(box, g, rng, right, contrast)
         else:
-            c = req.hint if (_attempt == 0 and req.hint is not None) else None
-            if c is not None:
-                cx, cy = int(np.clip(c[0], 0, g - 1)), int(np.clip(c[1], 0, g - 1))
-                if not lung[cy, cx]:
-                    c = None
-            if c is None:
-                c = _random_point(lung, rng)
-                if c is None:
-                    return None
-            right = c[0] < mid
-            box = (c[0] - w / 2, c[1] - h / 2, float(w), float(h))
             les = L.BOX_DRAWERS[lab](box, g, rng, contrast)
-            clip = lung
-        hh, ww = les.profile.shape
-        cl = clip[les.y0 : les.y0 + hh, les.x0 : les.x0 + ww]
-        if (les.mask & cl).sum() >= MIN_LESION_PIXELS:
-            les.mask = les.mask & cl
-            les.profile = les.profile * cl
-            return les, right, None
+        clipped = _clip(L.Lesion(les.label, les.y0, les.x0, les.profile.copy(), les.mask.copy(), les.amp,
+                                 les.suppress_vessels, None if les.extra is None else les.extra.copy()), lung)
+        if clipped.mask.sum() >= MIN_LESION_PIXELS:
+            return clipped, right, None
     # Lungs too small for a clipped lesion of this size: keep the last one unclipped.
     return (les, right, None) if les is not None and les.mask.sum() > 0 else None
+
+
+def _crop(a: np.ndarray, sl, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """The part of crop `a` (placed at slices `sl` in the image) under the window (y0, x0, h, w); 0 outside it."""
+    out = np.zeros((h, w), dtype=np.float32)
+    ay, ax = sl[0].start, sl[1].start
+    ys0, xs0 = max(y0, ay), max(x0, ax)
+    ys1, xs1 = min(y0 + h, ay + a.shape[0]), min(x0 + w, ax + a.shape[1])
+    if ys1 > ys0 and xs1 > xs0:
+        out[ys0 - y0 : ys1 - y0, xs0 - x0 : xs1 - x0] = a[ys0 - ay : ys1 - ay, xs0 - ax : xs1 - ax]
+    return out
 
 
 def _apply(Lmap, vis, les: L.Lesion):
@@ -358,6 +488,16 @@ def _sample_crop(bank: AnatomyBank, k: int, theta_i: torch.Tensor, channel: int,
     return out[0, 0].numpy()
 
 
+def _ptx_index(bank: AnatomyBank) -> _PtxShapes | None:
+    if bank.ptx_shapes is None:
+        return None
+    idx = getattr(bank, "_ptx_index", None)
+    if idx is None:
+        idx = _PtxShapes(*bank.ptx_shapes)
+        bank._ptx_index = idx
+    return idx
+
+
 def render_chunk(bank: AnatomyBank, specs: list[ImageSpec], contrast: float = 1.0) -> RenderResult:
     """Render `specs` on `bank`. Deterministic: every random draw comes from `spec.seed`."""
     g = bank.size
@@ -370,16 +510,19 @@ def render_chunk(bank: AnatomyBank, specs: list[ImageSpec], contrast: float = 1.
     lungs = air_np > LUNG_AIR_THRESHOLD
     drawn: list[list[DrawnLesion]] = []
     vg = bank.vessel_gain
+    ref = np.asarray(bank.params["ref"], dtype=np.float64)
+    ptx = _ptx_index(bank)
     for i, s in enumerate(specs):
         rng = np.random.default_rng(s.seed)
         fr = _Frame(theta[i].numpy(), g, bank.params, s.bank_index)
-        y0, x0, h = _heart(fr, s, g)
-        hh, ww = h.shape
+        y0, x0, heart = _heart(fr, s, g, ref)
+        hh, ww = heart.shape
         sl = (slice(y0, y0 + hh), slice(x0, x0 + ww))
         # The heart replaces lung air (and its vessels) with soft tissue.
         ves_c = _sample_crop(bank, s.bank_index, theta[i], 3, y0, x0, hh, ww)
-        dens_np[i][sl] += h * (air_np[i][sl] - vg * ves_c + 0.06)
-        lungs[i][sl] &= h < 0.4
+        dens_np[i][sl] += heart * (air_np[i][sl] - vg * ves_c + 0.06)
+        # The lung field stays the whole lung, the part the heart shadow overlaps included: the real
+        # lung masks it is shaped by are drawn that way (and so is the atlas NIH is scored against).
         lung = lungs[i]
         dl = np.zeros((g, g), dtype=np.float32)
         vis = np.ones((g, g), dtype=np.float32)
@@ -387,17 +530,18 @@ def render_chunk(bank: AnatomyBank, specs: list[ImageSpec], contrast: float = 1.
         ptx_right = None
         for req in s.lesions:
             if req.label == "Cardiomegaly":
-                out.append(DrawnLesion("Cardiomegaly", y0, x0, h > 0.4, "left", "middle", box=req.box))
+                out.append(DrawnLesion("Cardiomegaly", y0, x0, heart > 0.4, "left", "middle", box=req.box))
                 continue
-            res = _place(req, lung, fr, g, rng, contrast)
+            res = _place(req, lung, fr, g, rng, contrast, ref, ptx)
             if res is None:
                 continue
             les, right, box = res
             _apply(dl, vis, les)
-            if les.suppress_vessels:
+            if les.suppress_vessels:  # (behind the heart its soft tissue has already replaced them)
                 ph, pw = les.profile.shape
                 vc = _sample_crop(bank, s.bank_index, theta[i], 3, les.y0, les.x0, ph, pw)
-                dl[les.y0 : les.y0 + ph, les.x0 : les.x0 + pw] -= vg * vc * les.profile
+                behind = _crop(heart, sl, les.y0, les.x0, ph, pw)
+                dl[les.y0 : les.y0 + ph, les.x0 : les.x0 + pw] -= vg * vc * les.profile * (1 - behind)
             if req.label == "Pneumothorax":
                 ptx_right = right
             ys, xs = np.nonzero(les.mask)
@@ -407,6 +551,7 @@ def render_chunk(bank: AnatomyBank, specs: list[ImageSpec], contrast: float = 1.
             _image_findings(s, dl, vis, lung, fr, g, rng, contrast)
             if "Emphysema" in s.findings:
                 vfull = _sample_crop(bank, s.bank_index, theta[i], 3, 0, 0, g, g)
+                vfull[sl] *= 1 - heart
                 dl -= 0.5 * vg * vfull * lung
         if s.chest_tube:
             _confounders(s, dl, lung, fr, g, rng, ptx_right)

@@ -1,6 +1,6 @@
 """Sample who is in a SynthCXR cohort: patients, their images' labels (real ChestX-ray14
-co-occurrence, prevalence raised to floors), acquisition, and lesion sizes/positions from the real
-BBox_List_2017 — everything random, decided before rendering."""
+co-occurrence, prevalence raised to floors), acquisition, and lesion boxes drawn from the real
+BBox_List_2017 boxes of each class (`geometry.BoxSampler`) — everything random, decided before rendering."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pandas as pd
 
 from wsl_bench.data import assets
 from wsl_bench.data.synth.config import SynthConfig
+from wsl_bench.data.synth.geometry import BoxSampler
 from wsl_bench.data.synth.render import ImageSpec, LesionRequest
 from wsl_bench.labels import BOX_FINDINGS, FINDINGS, box_to_finding, finding_to_box
 
@@ -56,14 +57,6 @@ class CohortPlan:
     specs: list[ImageSpec]
 
 
-def _box_sizes(g: int) -> dict[str, np.ndarray]:
-    b = assets.real_boxes()
-    scale = g / 1024.0
-    return {
-        lab: (grp[["x", "y", "w", "h"]].to_numpy(np.float64) * scale) for lab, grp in b.groupby("label")
-    }
-
-
 def plan_cohort(cfg: SynthConfig, bank_params: dict[str, np.ndarray]) -> CohortPlan:
     """Patients split-disjoint by construction: each split gets its own patients."""
     rng = np.random.default_rng([cfg.seed, 1234])
@@ -71,7 +64,7 @@ def plan_cohort(cfg: SynthConfig, bank_params: dict[str, np.ndarray]) -> CohortP
     y_all = de[list(FINDINGS)].to_numpy(np.float32)
     views_all = de["view"].to_numpy()
     female_all = (de["gender"].to_numpy() == "F")
-    sizes = _box_sizes(cfg.generate_size)
+    sampler = BoxSampler(cfg.seed)
     bank_f = np.flatnonzero(bank_params["female"] > 0.5)
     bank_m = np.flatnonzero(bank_params["female"] <= 0.5)
     g = cfg.generate_size
@@ -97,32 +90,27 @@ def plan_cohort(cfg: SynthConfig, bank_params: dict[str, np.ndarray]) -> CohortP
                 splits.append(split)
                 labels.append(lab)
                 views.append(view)
-                specs.append(_image_spec(cfg, rng, lab, view, bank_index, p_shift, p_scale, sizes, g))
+                specs.append(_image_spec(cfg, rng, lab, view, bank_index, p_shift, p_scale, sampler, g))
                 made += 1
     return CohortPlan(ids, pids, np.array(splits, dtype=np.int8), np.array(labels, dtype=np.float32).reshape(-1, 14), views, specs)
 
 
-def _image_spec(cfg, rng, lab, view, bank_index, p_shift, p_scale, sizes, g, fixed=None) -> ImageSpec:
+def _image_spec(cfg, rng, lab, view, bank_index, p_shift, p_scale, sampler: BoxSampler, g, fixed=None) -> ImageSpec:
     """One image's spec. `fixed` maps box labels to boxes (x,y,w,h px) drawn exactly there
-    (the NIH mirror); other positive box findings are placed in the lungs."""
+    (the NIH mirror); every other positive box finding gets boxes drawn from the real boxes of its
+    class (`sampler`, NIH frame), which the renderer maps onto this chest."""
     ap = view == "AP"
     cardio = lab[FINDINGS.index("Cardiomegaly")] > 0
     reqs = []
     fixed = fixed or {}
     for b, boxes in fixed.items():
-        reqs.extend(LesionRequest(b, size=(bx[2], bx[3]), box=tuple(float(v) for v in bx)) for bx in boxes)
+        reqs.extend(LesionRequest(b, box=tuple(float(v) for v in bx)) for bx in boxes)
     for f_idx in np.flatnonzero(lab):
         f = FINDINGS[f_idx]
         if f not in BOX_SET or finding_to_box(f) in fixed:
             continue
         b = finding_to_box(f)
-        if b == "Cardiomegaly":
-            reqs.append(LesionRequest(b))
-            continue
-        x, y, w, h = sizes[b][rng.integers(len(sizes[b]))]
-        jit = rng.uniform(0.85, 1.15, 2)
-        hint = (x + w / 2 + rng.normal(0, 0.03 * g), y + h / 2 + rng.normal(0, 0.03 * g))
-        reqs.append(LesionRequest(b, size=(max(3.0, w * jit[0]), max(3.0, h * jit[1])), hint=hint))
+        reqs.append(LesionRequest(b, cands=sampler.draw(b, rng)))
     others = tuple(FINDINGS[j] for j in np.flatnonzero(lab) if FINDINGS[j] not in BOX_SET)
     emph = "Emphysema" in others
     scale = (float(p_scale[0] * rng.uniform(0.98, 1.02)), float(p_scale[1] * rng.uniform(0.98, 1.02) * (1.06 if emph else 1.0)))
@@ -150,6 +138,7 @@ def _image_spec(cfg, rng, lab, view, bank_index, p_shift, p_scale, sizes, g, fix
         gamma=float(rng.uniform(0.7, 1.4)),
         noise=float(rng.uniform(0.004, 0.025)),
         blur=float(rng.uniform(0.0, 1.0)),
+        # a Cardiomegaly heart fills its real box (render._heart); ctr sizes the normal heart
         ctr=float(rng.uniform(0.53, 0.64) if cardio else rng.uniform(0.38, 0.47)),
         ap=ap,
         findings=others,
