@@ -79,19 +79,28 @@ def empty_candidates() -> Candidates:
 
 
 def threshold_candidates(norm: np.ndarray, thresholds, need_area: bool = False, source_shape=None,
-                         rect_above=None) -> Candidates:
+                         rect_above=None, source=None) -> Candidates:
     """All component boxes of ``norm > t`` for each t in `thresholds` (must be increasing).
 
     `source_shape`: the shape of the map `norm` was upsampled from (bilinear, `maps.upsample`), if
     any; it selects the one-pass tiled path, whose boxes equal the per-threshold labelling's.
+    `source`: that map itself, when `norm` is exactly ``upsample(source)`` (thresholds then in the
+    units of the upsampled map, see `PreparedMap.levels`); the tiled path reads its signs from it.
     `rect_above`: t -> a rectangle (r0, r1, c0, c1) holding every pixel above t, or None
     (`PreparedMap.rect_above`); labelling then reads only that rectangle.
     """
     thr = np.asarray(thresholds, dtype=np.float64).ravel()
     if thr.size > 1 and np.any(np.diff(thr) <= 0):
         raise ValueError(f"thresholds must be strictly increasing, got {thr.tolist()}")
+    return level_candidates(norm, thr, need_area, source_shape, rect_above, source)
+
+
+def level_candidates(norm: np.ndarray, thr: np.ndarray, need_area: bool = False, source_shape=None,
+                     rect_above=None, source=None) -> Candidates:
+    """`threshold_candidates` for non-decreasing thresholds `thr` (float64, equal ones allowed:
+    levels of a map that several thresholds share), unchecked."""
     if source_shape is not None and not need_area and thr.size >= TILED_MIN_THRESHOLDS:
-        tiled = tiled_candidates(norm, thr, source_shape)
+        tiled = tiled_candidates(norm, thr, source_shape, source=source)
         if tiled is not None:
             boxes, level = tiled
             return Candidates(boxes, np.zeros(len(boxes), np.float64), level)
@@ -106,6 +115,14 @@ def contour_boxes(mask: np.ndarray) -> np.ndarray:
     if not contours:
         return np.zeros((0, 4), np.int64)
     outer = np.flatnonzero(hier[0][:, 3] < 0)  # outer borders; holes have a parent
+    if len(outer) <= 8:  # few components: OpenCV's bounding rectangles, ordered by first point
+        rects = []
+        for i in outer.tolist():
+            x, y, w, h = cv2.boundingRect(contours[i])
+            fx, fy = contours[i][0, 0]
+            rects.append((int(fy), int(fx), x, y, x + w, y + h))
+        rects.sort()
+        return np.array([r[2:] for r in rects], np.int64)
     pts = [contours[i].reshape(-1, 2) for i in outer.tolist()]
     lens = np.fromiter((len(p) for p in pts), np.int64, len(pts))
     xy = np.concatenate(pts).astype(np.int64)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsl_bench.localize.components import Candidates, empty_candidates, threshold_candidates
+from wsl_bench.localize.components import Candidates, empty_candidates, level_candidates, threshold_candidates
 from wsl_bench.localize.geometry import overlaps
 
 POLICY_NAMES = ("wang2017", "threshold", "calibrated", "maxboxacc")
@@ -61,20 +61,33 @@ class BoxPolicy:
         return c.largest_per_level() if largest else c
 
     def candidates_of(self, pm) -> Candidates:
-        """`candidates` of a `PreparedMap`, reading (and normalising) only the rectangle that can
-        hold the lowest threshold's foreground. The same boxes."""
+        """`candidates` of a `PreparedMap`, reading only the rectangle that can hold the lowest
+        threshold's foreground. For an enlarged map the thresholds are applied to the upsampled map
+        at their levels (`PreparedMap.levels`), without normalising it. The same boxes."""
         thr = sorted(self.thresholds)
-        rect = pm.rect_above(thr[0]) if pm.informative else None
+        if not pm.informative or not thr:
+            return empty_candidates()
+        enlarged = pm.bounds is not None
+        if enlarged:
+            levels = pm.levels(thr).astype(np.float64)
+            rect_of = pm.rect_above_level
+        else:
+            levels = np.asarray(thr, dtype=np.float64)
+            rect_of = pm.rect_above
+        rect = rect_of(levels[0])
         if rect is None:
             return empty_candidates()
         r0, r1, c0, c1 = rect
-        sub = pm.region(slice(r0, r1), slice(c0, c1))
+        sub = pm.rows(r0, r1)[r0:r1, c0:c1] if enlarged else pm.region(slice(r0, r1), slice(c0, c1))
 
         def shifted(t):
-            r = pm.rect_above(t)
+            r = rect_of(t)
             return None if r is None else (r[0] - r0, r[1] - r0, r[2] - c0, r[3] - c0)
 
-        c = self.candidates(sub, True, rect_above=shifted)
+        largest = self.components == "largest"
+        c = level_candidates(sub, levels, need_area=largest, rect_above=shifted)
+        if largest:
+            c = c.largest_per_level()
         return Candidates(c.boxes + np.array([c0, r0, c0, r0], np.float64), c.areas, c.level)
 
     def describe(self) -> dict:
@@ -97,18 +110,26 @@ def sweep_overlaps(
     grid=SWEEP_GRID,
     rules=COMPONENT_RULES,
     source_shape=None,
+    levels=None,
+    source=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best IoU and IoBB of each gt box at every grid threshold, per rule: two arrays [rules, m, K].
 
     `norm` may be on a coarser working grid than the image; boxes are scaled to image pixels.
     `source_shape`: the shape of the map `norm` was upsampled from, if any (see `threshold_candidates`).
+    `levels`: the grid's thresholds in the units of `norm` when it is not normalised (the upsampled
+    map and `PreparedMap.levels(grid)`); `source`: the map it is exactly the upsampling of.
     """
     m, k = len(gt_xyxy), len(grid)
     iou_out = np.zeros((len(rules), m, k))
     iobb_out = np.zeros((len(rules), m, k))
     if not informative or m == 0:
         return iou_out, iobb_out
-    c = threshold_candidates(norm, grid, need_area="largest" in rules, source_shape=source_shape)
+    g = np.asarray(grid, dtype=np.float64).ravel()
+    if g.size > 1 and np.any(np.diff(g) <= 0):
+        raise ValueError(f"thresholds must be strictly increasing, got {g.tolist()}")
+    thr = g if levels is None else np.asarray(levels, dtype=np.float32).astype(np.float64)
+    c = level_candidates(norm, thr, need_area="largest" in rules, source_shape=source_shape, source=source)
     c = c.scaled(image_size[1] / norm.shape[1], image_size[0] / norm.shape[0])
     rows = np.arange(m)[:, None]
     for i, rule in enumerate(rules):

@@ -59,11 +59,27 @@ def grouped_replicates(values: np.ndarray, units: np.ndarray, classes: np.ndarra
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval over axis 0, ignoring NaN replicates."""
     a = (1 - level) / 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, on purpose
-        lo = np.nanquantile(samples, a, axis=0)
-        hi = np.nanquantile(samples, 1 - a, axis=0)
-    return lo, hi
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim == 0 or samples.shape[0] == 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanquantile(samples, a, axis=0), np.nanquantile(samples, 1 - a, axis=0)
+    # columns without NaN in one vectorised call (the same interpolation as nanquantile's per column),
+    # the others one by one
+    flat = samples.reshape(samples.shape[0], -1)
+    has_nan = np.isnan(flat).any(axis=0)
+    lo = np.empty(flat.shape[1])
+    hi = np.empty(flat.shape[1])
+    clean = np.flatnonzero(~has_nan)
+    if clean.size:
+        lo[clean], hi[clean] = np.quantile(flat[:, clean], [a, 1 - a], axis=0)
+    nan_cols = np.flatnonzero(has_nan)
+    if nan_cols.size:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, on purpose
+            lo[nan_cols] = np.nanquantile(flat[:, nan_cols], a, axis=0)
+            hi[nan_cols] = np.nanquantile(flat[:, nan_cols], 1 - a, axis=0)
+    return lo.reshape(samples.shape[1:]), hi.reshape(samples.shape[1:])
 
 
 def _aligned(per_box_a: pd.DataFrame, per_box_b: pd.DataFrame) -> pd.DataFrame:

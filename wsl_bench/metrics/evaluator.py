@@ -20,7 +20,7 @@ import pandas as pd
 from wsl_bench.heatmaps import bundle_key, check_map
 from wsl_bench.images import check_pixels
 from wsl_bench.io import atomic_path, write_json
-from wsl_bench.localize.geometry import overlaps, xywh_to_xyxy
+from wsl_bench.localize.geometry import overlaps, pixel_span, xywh_to_xyxy
 from wsl_bench.localize.maps import prepare, prepare_map, single_thread, working_size
 from wsl_bench.localize.policies import (
     COMPONENT_RULES,
@@ -196,21 +196,29 @@ class BoxScorer:
             return None
         heatmap = check_map(group.key, heatmap)
         pm = prepare_map(heatmap, group.size)  # `prepare`'s map, read only where it matters
+        work = working_size(group.size, o["sweep_size"])
+        if self.pxap is not None or (sweep and work == tuple(group.size)):
+            pm.prefetch()  # every row
+        else:  # the rows that the extremes, the policy's lowest threshold, mIoU and the boxes can need
+            thr = [*(self.policy.thresholds if not sweep and self.policy is not None else ()), *o["miou_thresholds"]]
+            pm.prefetch(thr, [pixel_span(b[1], b[3], group.size[0]) for b in gt])
+            if thr and pm.bounds is not None:
+                pm.levels(thr)  # found together
         informative = pm.informative
-        if not sweep and self.policy is not None and len(self.policy.thresholds):
-            pm.warm(min([*self.policy.thresholds, *o["miou_thresholds"]]))
         c["pointing_hit"][rows] = pointing_hits(None, informative, gt, o["pointing_tolerance"], peak=pm.peak)
         c["miou"][rows], c["cnr"][rows] = prepared_region_stats(pm, gt, o["miou_thresholds"])
         if self.pxap is not None and group.key in self.masks:
             self.pxap.accumulate(group.label, pm.norm, self.masks[group.key], group.key)
         if sweep:
-            norm = pm.norm
-            work = working_size(group.size, o["sweep_size"])
-            wnorm, winf = (norm, informative) if work == tuple(group.size) else prepare(heatmap, work)
             c["n_candidates"][rows] = np.nan
             for t in o["iobb_thresholds"]:
                 c[fp_column(t)][rows] = np.nan
-            return sweep_overlaps(wnorm, winf, gt, group.size, o["sweep_grid"], ("all",), source_shape=heatmap.shape)
+            grid = o["sweep_grid"]
+            if work == tuple(group.size) and pm.bounds is not None:  # the upsampled map at the grid's levels
+                return sweep_overlaps(pm.u, True, gt, group.size, grid, ("all",), source_shape=heatmap.shape,
+                                      levels=pm.levels(grid), source=pm.source)
+            wnorm, winf = (pm.norm, informative) if work == tuple(group.size) else prepare(heatmap, work)
+            return sweep_overlaps(wnorm, winf, gt, group.size, grid, ("all",), source_shape=heatmap.shape)
         cand = self.policy.candidates_of(pm)
         if len(cand):
             iou, iobb = overlaps(gt, cand.boxes)
@@ -332,10 +340,11 @@ def _score(maps, boxes, image_sizes, policy, patients, probs, labels, masks, see
     keys = boxes.pop("key").to_numpy()
     xyxy = xywh_to_xyxy(boxes[["x", "y", "w", "h"]].to_numpy())
     groups: dict[str, MapGroup] = {}
+    image_ids, box_labels = boxes["image_id"].to_numpy(), boxes["label"].to_numpy()
     for key, idx in pd.Series(np.arange(len(boxes))).groupby(keys, sort=False):
         rows = idx.to_numpy()
-        r0 = boxes.iloc[rows[0]]
-        groups[key] = MapGroup(key, r0["image_id"], r0["label"], size_of(r0["image_id"]), rows, xyxy[rows])
+        image_id, label = image_ids[rows[0]], box_labels[rows[0]]
+        groups[key] = MapGroup(key, image_id, label, size_of(image_id), rows, xyxy[rows])
     missing = [k for k in groups if k not in maps]
     if missing and not allow_missing:
         i = int(groups[missing[0]].rows[0])
@@ -504,9 +513,20 @@ def _sweep_only(groups, maps, opts, rules) -> dict:
                 out[g.key] = (np.zeros((len(rules), len(g.gt), k)), np.zeros((len(rules), len(g.gt), k)))
             else:
                 heatmap = check_map(g.key, maps[g.key])
-                norm, inf = prepare(heatmap, working_size(g.size, opts["sweep_size"]))
-                out[g.key] = sweep_overlaps(norm, inf, g.gt, g.size, opts["sweep_grid"], rules,
-                                            source_shape=heatmap.shape)
+                size = working_size(g.size, opts["sweep_size"])
+                grid = opts["sweep_grid"]
+                if size == tuple(g.size):  # the upsampled map at the grid's levels, as _maxboxacc
+                    pm = prepare_map(heatmap, size)
+                    pm.prefetch()
+                    if pm.bounds is not None:
+                        out[g.key] = sweep_overlaps(pm.u, True, g.gt, g.size, grid, rules,
+                                                    source_shape=heatmap.shape, levels=pm.levels(grid),
+                                                    source=pm.source)
+                        continue
+                    norm, inf = pm.norm, pm.informative
+                else:
+                    norm, inf = prepare(heatmap, size)
+                out[g.key] = sweep_overlaps(norm, inf, g.gt, g.size, grid, rules, source_shape=heatmap.shape)
         return out
 
     out = {}

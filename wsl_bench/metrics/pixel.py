@@ -93,30 +93,29 @@ def _cnr(n_in: int, s_in: float, q_in: float, n_out: int, s_all: float, q_all: f
 
 
 def prepared_region_stats(pm, gt_xyxy: np.ndarray, thresholds=MIOU_THRESHOLDS) -> tuple[float, float]:
-    """`region_stats` of a `PreparedMap`: the same mIoU (bit for bit), counting the foreground only in
-    the rectangles that can hold it and normalising only the pixels read; CNR from the map's closed-
-    form sums (`PreparedMap.sums`, float64) where `region_stats` accumulates the pixels in float32."""
+    """`region_stats` of a `PreparedMap`: the same mIoU (bit for bit), counting the foreground on the
+    upsampled map at the thresholds' levels (`PreparedMap.levels`) and only in the rectangles that can
+    hold it, normalising only the pixels inside the boxes; CNR from the map's closed-form sums
+    (`PreparedMap.sums`, float64) where `region_stats` accumulates the pixels in float32."""
     if pm.bounds is None:
         return region_stats(pm.norm, gt_xyxy, thresholds)
     gt = np.asarray(gt_xyxy, dtype=np.float64).reshape(-1, 4)
     shape = pm.shape
     rs, cs, mask = _union_rect(gt, shape)
-    reg = pm.region(rs, cs)
-    inside32 = reg.ravel() if len(gt) == 1 else reg[mask]  # one box: its rectangle is the mask
-    n_in = inside32.size
+    reg = pm.rows(rs.start, rs.stop)[rs, cs]
+    inside_u = reg.ravel() if len(gt) == 1 else reg[mask]  # one box: its rectangle is the mask
+    n_in = inside_u.size
     n_all = shape[0] * shape[1]
     ts = [float(t) for t in thresholds]
-    base = pm.rect_above(min(ts)) if ts else None  # holds every foreground pixel of every threshold
-    sub = pm.region(slice(base[0], base[1]), slice(base[2], base[3])) if base is not None else None
+    levels = pm.levels(ts) if ts else np.zeros(0, np.float32)
     ious = []
-    for t in ts:
-        t32 = np.float32(t)
-        inter = int(np.count_nonzero(inside32 > t32))
-        rect = pm.rect_above(t) if base is not None else None
+    for v in levels:
+        inter = int(np.count_nonzero(inside_u > v))
+        rect = pm.rect_above_level(v)
         if rect is None:
             fg = 0
         else:
-            fg = int(np.count_nonzero(sub[rect[0] - base[0] : rect[1] - base[0], rect[2] - base[2] : rect[3] - base[2]] > t32))
+            fg = int(np.count_nonzero(pm.rows(rect[0], rect[1])[rect[0] : rect[1], rect[2] : rect[3]] > v))
         union = fg + n_in - inter
         ious.append(inter / union if union > 0 else 0.0)
     miou = float(np.mean(ious)) if ious else float("nan")
@@ -124,7 +123,7 @@ def prepared_region_stats(pm, gt_xyxy: np.ndarray, thresholds=MIOU_THRESHOLDS) -
     if n_out == 0:
         return miou, float("nan")
     s_all, q_all = pm.sums()
-    inside = inside32.astype(np.float64)
+    inside = pm.normalised(inside_u).astype(np.float64)  # normalize_'s float32 operations
     s_in, q_in = float(inside.sum()), float(np.dot(inside, inside))
     return miou, _cnr(n_in, s_in, q_in, n_out, s_all, q_all)
 
