@@ -105,8 +105,8 @@ class CNNCAM(TimmCNNMethod):
         "cam": "gradcam",
         "score_cam_channels": 64,  # Score-CAM: top channels by mean activation (None: all)
         "score_cam_batch": 64,  # masked images per forward in Score-CAM (the memory bound)
-        # Score-CAM scores masked images on an inference copy of the net (BN folded, channels last,
-        # unfold stem; same logits to float rounding, baselines/_fast_forward.py); False: the net itself
+        # Score-CAM scores masked images on an inference copy of the net (BN folded, convolutions fused
+        # with their add and ReLU; same logits to float rounding, baselines/_fast_forward.py); False: the net
         "score_cam_fast": True,
     }
     presets = _RESNET_PRESETS

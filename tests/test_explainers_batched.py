@@ -1,7 +1,9 @@
 """The batched engines of the expensive explainers (Integrated Gradients, Occlusion, Score-CAM)
 give the maps of the reference implementations (captum; Score-CAM on the network itself), on the
 quick setting (ResNet-18 at 128 px, the quick preset's n_steps / window / stride / channels) and on
-edge cases; the inference copy they run on computes the same function; chunk sizes change nothing."""
+edge cases; the inference copy they run on computes the same function (fused convolutions, grey
+stem, ReLU after the stem's pool); occlusion by region recompute equals whole forward passes;
+chunk sizes change nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ from captum.attr import Occlusion
 from torch import nn
 
 import baselines  # noqa: F401 - registers the methods
-from baselines._fast_forward import Im2ColConv2d, cached_inference_copy, inference_copy
+from baselines._backbones import GrayscaleNet, create_timm
+from baselines import attributions
+from baselines._fast_forward import ConvReluMaxPool, FastConv2d, StemSplit, cached_inference_copy, inference_copy
+from baselines._regions import RegionOcclusion
 from baselines.attributions import gauss_legendre, integrated_gradients, occlusion, occlusion_windows
 from wsl_bench.methods import create_method
 
@@ -52,10 +57,10 @@ def _close(got: torch.Tensor, ref: torch.Tensor, rel: float = 1e-4) -> None:
 
 
 @pytest.mark.parametrize("stride,padding,dilation,k", [(2, 3, 1, 7), (1, 1, 1, 3), (2, 0, 2, 3), (3, 2, 1, 5)])
-def test_im2col_conv_equals_conv2d_forward_and_input_gradient(stride, padding, dilation, k):
+def test_grey_stem_conv_equals_conv2d_forward_and_input_gradient(stride, padding, dilation, k):
     torch.manual_seed(0)
     conv = nn.Conv2d(1, 6, k, stride=stride, padding=padding, dilation=dilation, bias=True)
-    fast = Im2ColConv2d(conv)
+    fast = FastConv2d(conv)  # one input channel: oneDNN forward, matmul + fold input gradient
     x = torch.randn(3, 1, 19, 17, requires_grad=True)
     x2 = x.detach().clone().requires_grad_(True)
     ref, got = conv(x), fast(x2)
@@ -66,12 +71,46 @@ def test_im2col_conv_equals_conv2d_forward_and_input_gradient(stride, padding, d
     torch.testing.assert_close(gg, gr, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("cin,cout,size,k,stride,padding,dilation,groups", [
+    (8, 16, 12, 3, 1, 1, 1, 1),  # channels-last
+    (8, 16, 4, 3, 1, 1, 1, 1),  # 16 output positions: NCHW
+    (8, 8, 9, 3, 2, 2, 2, 1),
+    (8, 8, 10, 7, 1, 3, 1, 8),  # depthwise
+    (6, 12, 7, 1, 2, 0, 1, 1),
+])
+@pytest.mark.parametrize("add,relu", [(False, False), (False, True), (True, False), (True, True)])
+def test_fast_conv_with_fused_add_and_relu_equals_the_separate_operations(cin, cout, size, k, stride, padding,
+                                                                          dilation, groups, add, relu):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    fast = FastConv2d(conv, add=add, relu=relu)
+    x = torch.randn(3, cin, size, size + 1)
+    with torch.no_grad():
+        y = conv(x)
+    other = torch.randn_like(y) if add else None
+    ref = torch.relu(y + other if add else y) if relu else (y + other if add else y)
+    with torch.no_grad():  # one oneDNN call with post-ops
+        torch.testing.assert_close(fast(x, *([other] if add else [])), ref, rtol=1e-5, atol=1e-5)
+    xg = x.clone().requires_grad_(True)  # separate differentiable operations
+    out = fast(xg, *([other] if add else []))
+    torch.testing.assert_close(out.detach(), ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    (got,) = torch.autograd.grad(out, xg, g)
+    xr = x.clone().requires_grad_(True)
+    yr = conv(xr)
+    yr = yr + other if add else yr
+    (want,) = torch.autograd.grad(torch.relu(yr) if relu else yr, xr, g)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_inference_copy_computes_the_same_logits_and_input_gradients():
     m = _quick("gradcam")
     net = m.ensure_net().eval()
     fast = inference_copy(net)
     assert not any(isinstance(mod, nn.BatchNorm2d) for mod in fast.modules())  # folded
-    assert any(isinstance(mod, Im2ColConv2d) for mod in fast.modules())  # grey stem swapped
+    assert not any(type(mod) is nn.Conv2d for mod in fast.modules())  # every convolution a FastConv2d
+    assert any(isinstance(mod, ConvReluMaxPool) and mod.conv.in_channels == 1 for mod in fast.modules())  # stem
+    assert sum(isinstance(mod, FastConv2d) and mod.add and mod.relu for mod in fast.modules()) == 8  # residual
     assert all(p.requires_grad for p in net.parameters())  # the original is untouched
     x = _images(3)
     with torch.no_grad():
@@ -139,6 +178,26 @@ def test_integrated_gradients_is_complete_and_chunk_invariant():
     torch.testing.assert_close(a.sum((2, 3)), gap, rtol=2e-2, atol=2e-3)  # completeness (quadrature error)
 
 
+def test_integrated_gradients_stem_split_equals_input_gradients_through_the_stem(monkeypatch):
+    """Stopping the backward passes at the stem's pool and applying the stem's transposed Jacobian
+    once per (image, class) gives the same maps; image groups (the accumulator bound) change nothing."""
+    m = _quick("integrated-gradients")
+    net = cached_inference_copy(m, m.ensure_net())
+    split = StemSplit.of(net)
+    assert split is not None and len(split.prefix) == 2  # GrayscaleNet's (x - mean) / std
+    assert StemSplit.of(m.ensure_net()) is None  # not a traced inference copy
+    x, classes = _images(3, seed=9), [0, 4, 7]
+    whole = integrated_gradients(net, x, classes, n_steps=8, rows=128, stem_split=False)
+    _close(integrated_gradients(net, x, classes, n_steps=8, rows=5), whole, rel=1e-5)
+    per_image = 4 * len(classes) * 64 * (SIZE // 2) ** 2
+    monkeypatch.setattr(attributions, "STEM_ACCUMULATOR_BYTES", per_image)  # one image per group
+    _close(integrated_gradients(net, x, classes, n_steps=8, rows=7), whole, rel=1e-5)
+    assert m.config["stem_split"] is True
+    on = m.explain_batch(x[:1], classes)
+    m.config["stem_split"] = False  # the config switch
+    _close(on, m.explain_batch(x[:1], classes), rel=1e-5)
+
+
 # -- Occlusion --------------------------------------------------------------------------------------
 
 
@@ -192,6 +251,80 @@ def test_occlusion_windows_cover_the_image_and_clip_at_the_border():
         occlusion_windows((16, 16), 4, 5)
 
 
+def _region_convs(monkeypatch) -> list[tuple[int, int]]:
+    """Records (rows, output positions) of every convolution the region engine runs on crops."""
+    seen: list[tuple[int, int]] = []
+    run = FastConv2d.run
+
+    def recording(self, x, other, padding, relu=None):
+        out = run(self, x, other, padding, relu)
+        seen.append((int(x.shape[0]), int(out.shape[-2] * out.shape[-1])))
+        return out
+
+    monkeypatch.setattr(FastConv2d, "run", recording)
+    return seen
+
+
+def test_region_recompute_occlusion_equals_whole_forward_passes_on_the_quick_setting(monkeypatch):
+    m = _quick("occlusion")
+    assert m.config["region_recompute"] is True
+    net = cached_inference_copy(m, m.ensure_net().eval())
+    x, classes = _images(3, seed=5), [0, 3, 6, 9]
+    whole = occlusion(net, x, classes, window=32, stride=16, rows=64, region=False)
+    seen = _region_convs(monkeypatch)
+    for rows in (64, 10):  # 10: chunks that cut windows' runs of images
+        _close(occlusion(net, x, classes, window=32, stride=16, rows=rows, region=True), whole, rel=1e-5)
+    assert min(p for _, p in seen) < (SIZE // 4) ** 2  # stem / layer1 rectangles, not whole maps
+    assert max(r for r, _ in seen) <= 64
+
+
+def test_region_recompute_logits_equal_each_occluded_image_forward():
+    torch.manual_seed(0)
+    net = inference_copy(_with_bn_statistics(GrayscaleNet(create_timm("resnet18"))).eval())
+    x = _images(2, 96, seed=6)
+    wins = occlusion_windows((96, 96), 20, 12)  # last windows clipped at the border
+    engine = RegionOcclusion(net)
+    env, inner, logits = engine.base_pass(x)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, net(x), rtol=1e-5, atol=1e-5)
+    for k in (0, 3, len(wins) - 1, len(wins) // 2):
+        occluded = x.clone()
+        r0, r1, c0, c1 = wins[k]
+        occluded[:, :, r0:r1, c0:c1] = 0.0
+        with torch.no_grad():
+            got = engine.logits(env, inner, wins, [(k, 0), (k, 1)])
+            torch.testing.assert_close(got, net(occluded), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch,kwargs", [("resnet26d", {}), ("resnet50", {}), ("resnet18", {"output_stride": 8})])
+def test_region_recompute_is_exact_in_double_precision(arch, kwargs):
+    """Deep stem and average-pool shortcuts (resnet26d), bottlenecks (resnet50), dilation (a-trous):
+    in float64 the logits of every occluded image equal its whole forward pass to rounding."""
+    torch.manual_seed(0)
+    net = inference_copy(_with_bn_statistics(GrayscaleNet(create_timm(arch, **kwargs))).eval()).double()
+    x = _images(2, 80, seed=7).double()
+    wins = occlusion_windows((80, 80), 24, 10)
+    engine = RegionOcclusion(net)
+    with torch.no_grad():
+        env, inner, _ = engine.base_pass(x)
+        pairs = [(k, i) for k in range(len(wins)) for i in range(2)]
+        for start in range(0, len(pairs), 7):
+            chunk = pairs[start:start + 7]
+            occluded = x[[i for _, i in chunk]].clone()
+            for row, (k, _) in enumerate(chunk):
+                r0, r1, c0, c1 = wins[k]
+                occluded[row, :, r0:r1, c0:c1] = 0.0
+            torch.testing.assert_close(engine.logits(env, inner, wins, chunk), net(occluded), rtol=1e-12, atol=1e-12)
+
+
+def test_occlusion_switch_region_recompute_off_gives_the_same_maps():
+    m = _quick("occlusion")
+    x, classes = _images(1, seed=8), [2, 5]
+    on = m.explain_batch(x, classes)
+    m.config["region_recompute"] = False
+    _close(on, m.explain_batch(x, classes), rel=1e-5)
+
+
 # -- Score-CAM ---------------------------------------------------------------------------------------
 
 
@@ -217,15 +350,19 @@ def test_unknown_engine_is_an_error_naming_the_key():
         m.explain_batch(_images(1, 32), [0])
 
 
-def test_batched_engines_keep_memory_bounded_by_their_chunk_switch():
-    """No forward pass sees more rows than the chunk switch allows."""
+def test_batched_engines_keep_memory_bounded_by_their_chunk_switch(monkeypatch):
+    """No forward pass (nor any convolution of the region engine) sees more rows than the chunk
+    switch allows."""
     m = _quick("occlusion", perturbations_per_eval=6)
     net = cached_inference_copy(m, m.ensure_net())
     seen: list[int] = []
     handle = net.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    convs = _region_convs(monkeypatch)
     try:
-        occlusion(net, _images(2, 64), [0, 1], window=32, stride=16, rows=6)
+        occlusion(net, _images(2, 64), [0, 1], window=32, stride=16, rows=6, region=False)
+        occlusion(net, _images(2, 64), [0, 1], window=16, stride=8, rows=6, region=True)
         integrated_gradients(net, _images(2, 64), [0, 1], n_steps=4, rows=3)
     finally:
         handle.remove()
     assert seen and max(seen) <= 6
+    assert convs and max(r for r, _ in convs if r != 2) <= 6  # (2 rows: the unoccluded pass)
