@@ -1149,9 +1149,7 @@ def _fit_loop(method, config: dict[str, Any]) -> tuple[int, int, int]:
     The run's fit.max_epochs / fit.batch_size win (as in train_module); else the method's own keys (`max_epochs`,
     or CLARiTy's `epochs`), including the defaults its class merges in; patience: the method's key, else
     train_module's default."""
-    import inspect
-
-    from wsl_bench.training import train_module
+    from wsl_bench.training import DEFAULT_PATIENCE
 
     conf, typed = dict(getattr(method, "config", {}) or {}), getattr(method, "cfg", None)
 
@@ -1163,10 +1161,9 @@ def _fit_loop(method, config: dict[str, Any]) -> tuple[int, int, int]:
                 return getattr(typed, n)
         return default
 
-    params = inspect.signature(train_module).parameters
     cap = config["fit"].get("max_epochs") or key("max_epochs", "epochs", default=1)
     batch = config["fit"].get("batch_size") or key("batch_size", default=32)
-    patience = key("patience", default=params["patience"].default)
+    patience = key("patience", default=DEFAULT_PATIENCE)
     return max(1, int(cap)), max(1, int(patience)), max(1, int(batch))
 
 

@@ -16,6 +16,6 @@ See docs/harness.md ("Training") for resume, determinism and DDP.
 
 from wsl_bench.training.module import ClassifierModule, mean_auroc
 from wsl_bench.training.schedules import warmup_cosine, warmup_cosine_config
-from wsl_bench.training.trainer import load_weights, train_module
+from wsl_bench.training.trainer import DEFAULT_PATIENCE, load_weights, train_module
 
-__all__ = ["ClassifierModule", "load_weights", "mean_auroc", "train_module", "warmup_cosine", "warmup_cosine_config"]
+__all__ = ["DEFAULT_PATIENCE", "ClassifierModule", "load_weights", "mean_auroc", "train_module", "warmup_cosine", "warmup_cosine_config"]

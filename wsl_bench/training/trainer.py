@@ -147,6 +147,10 @@ def _usable_checkpoint(path: Path) -> bool:
         return False
 
 
+# Epochs without improvement of the monitored metric before early stopping, when a method sets none.
+DEFAULT_PATIENCE = 5
+
+
 def train_module(
     module: L.LightningModule,
     train,
@@ -157,7 +161,7 @@ def train_module(
     batch_size: int,
     monitor: str = "val_mean_auroc",
     mode: str = "max",
-    patience: int = 5,
+    patience: int = DEFAULT_PATIENCE,
     max_steps: int = -1,
     limit_train_batches: int | float | None = None,
     gradient_clip_val: float | None = None,
