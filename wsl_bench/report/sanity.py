@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from wsl_bench.labels import BOX_FINDINGS
+from wsl_bench.metrics.aggregate import SIZE_BINS as METRIC_SIZE_BINS
 from wsl_bench.report import summary_access as sa
 from wsl_bench.report.runs import REFERENCE_METHODS, MethodScores, RunSet
 from wsl_bench.report.tables import MACRO, SIG_MARK, Table, display_label
@@ -29,7 +30,7 @@ PRIOR_MAX = 0.8  # a correlation with a prior at or above this: the map draws th
 SIGNIFICANCE = 0.05
 
 SECTION_TITLE = "Does each method localize beyond a guess?"
-SIZE_BINS = ("small", "medium", "large")
+SIZE_BINS = tuple(name for name, _, _ in METRIC_SIZE_BINS)  # the scorer's bins, smallest first
 
 # The checks, in the order a verdict lists them: (failure words, name when not computed).
 CHECK_NAMES = {

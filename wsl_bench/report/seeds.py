@@ -27,14 +27,13 @@ import pandas as pd
 
 from wsl_bench.report import summary_access as sa
 from wsl_bench.report.runs import RunSet
-from wsl_bench.report.sanity import SANITY_T, macro_gain_row, role_of
+from wsl_bench.report.sanity import SANITY_T, SIZE_BINS, macro_gain_row, role_of
 from wsl_bench.report.tables import MACRO, Table, _best_mask
 
 SECTION_TITLE = "Rankings across seeds"
 RANK_T = "0.3"  # the T(IoU) whose macro accuracy ranks the methods
 ACC_THRESHOLDS = ("0.1", "0.3", "0.5")
 SIZE_T = "0.3"
-SIZE_BINS = ("small", "medium", "large")
 TAU_HOLDS = 0.7  # the ranking holds when every pair of seeds has tau-b at or above this
 MIN_RANKED = 3  # ... over at least this many shared methods (with 2, tau-b is always +1 or -1)
 
