@@ -13,6 +13,7 @@ import timm
 import torch
 from torch import nn
 
+from wsl_bench.checkpoints import read_state_dict
 from wsl_bench.labels import NUM_FINDINGS
 
 # Grey-level statistics used to centre inputs. Our choice: ImageNet's mean/std averaged over RGB,
@@ -67,14 +68,7 @@ def load_local_weights(model: nn.Module, path: str | Path) -> dict[str, list[str
             f"weights file {str(path)!r} (config key 'weights') does not exist; wsl-bench never downloads "
             "weights: save a timm state dict (safetensors or torch .pth) there, or drop the 'weights' key"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+    state = read_state_dict(path, nested=("state_dict",))
     own = model.state_dict()
     loaded, skipped, new = [], [], {}
     for key, value in state.items():

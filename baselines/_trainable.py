@@ -1,5 +1,6 @@
 """Shared plumbing of the trained baselines: fit through the harness glue, a checkpoint cache so
-methods on the same backbone train it once, safetensors save/load, batched predict.
+methods on the same backbone train it once, save/load in the checkpoint format (`wsl_bench.checkpoints`),
+batched predict.
 
 Checkpoint sharing (config key ``share_checkpoint``):
   "auto" (default)  the trained network is cached under ``<run>/shared/backbones/<arch>-<key>/``,
@@ -13,7 +14,9 @@ Checkpoint sharing (config key ``share_checkpoint``):
 
 The shared cache is sealed with checksums once written (`wsl_bench.caches`): a cache whose files fail their
 checksums (or that nobody sealed) is removed and trained again, never loaded, and every fit records the
-cache files it trusted so the run's manifest covers them.
+cache files it trusted so the run's manifest covers them. A cache from before the one checkpoint format (its
+seal covers ``model_config.json``, not ``model.json``) fails that check too, so it is rebuilt with a log line;
+a method's own checkpoint folder from then is still read (`LEGACY_CONFIG_FILE`).
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ import torch
 from torch import nn
 
 from wsl_bench import caches
-from wsl_bench.io import atomic_path, write_json
+from wsl_bench.checkpoints import load_checkpoint, read_meta, save_checkpoint
 from wsl_bench.methods import FitContext, Method
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "model_config.json"
+CHECKPOINT = "model"  # the wsl_bench.checkpoints pair WEIGHTS_FILE + CONFIG_FILE
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "model.json"
+LEGACY_CONFIG_FILE = "model_config.json"  # the unsealed JSON older versions wrote; still read
 
 
 def data_signature(*splits) -> str:
@@ -167,7 +171,7 @@ class TrainedNetMethod(Method):
                 f"share_checkpoint={share!r}: no {WEIGHTS_FILE} in {src}; run method {share!r} first "
                 "(list it before this one in --methods) or set share_checkpoint to 'auto'"
             )
-        theirs = json.loads((src / CONFIG_FILE).read_text())
+        theirs = read_meta(src, CHECKPOINT, fix=f"run method {share!r} again", legacy_meta=LEGACY_CONFIG_FILE)
         if theirs.get("arch") != self.config.get("arch"):
             raise ValueError(
                 f"share_checkpoint={share!r} holds arch {theirs.get('arch')!r}, this method wants "
@@ -211,28 +215,18 @@ class TrainedNetMethod(Method):
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         net = self.ensure_net()
-        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp))
-        write_json(directory / CONFIG_FILE, {"method": self.name, **self.net_config(), "fit": self.fit_info})
+        meta = {"method": self.name, **self.net_config(), "fit": self.fit_info}
+        save_checkpoint(directory, net.state_dict(), meta, CHECKPOINT)
 
     def load(self, directory: Path) -> None:
-        from safetensors.torch import load_file
-
         directory = Path(directory)
-        wfile, cfile = directory / WEIGHTS_FILE, directory / CONFIG_FILE
-        if not wfile.is_file() or not cfile.is_file():
-            raise FileNotFoundError(f"{directory} has no {WEIGHTS_FILE}/{CONFIG_FILE}; fit the method first")
-        saved = json.loads(cfile.read_text())
+        state, saved = load_checkpoint(directory, CHECKPOINT, fix="fit the method first",
+                                       legacy_meta=LEGACY_CONFIG_FILE)
         if saved.get("arch") != self.config.get("arch"):
             raise ValueError(
-                f"{cfile}: checkpoint has arch={saved.get('arch')!r}, config says {self.config.get('arch')!r}; "
-                "point the method at its own checkpoint or change 'arch'"
+                f"{directory / CONFIG_FILE}: checkpoint has arch={saved.get('arch')!r}, config says "
+                f"{self.config.get('arch')!r}; point the method at its own checkpoint or change 'arch'"
             )
         # network-shaping keys come from the checkpoint, so a loaded net always matches its weights
         for key in self.net_config():
@@ -241,7 +235,7 @@ class TrainedNetMethod(Method):
         self.image_size = saved.get("image_size") or self.image_size
         self.net = None
         net = self.ensure_net()
-        net.load_state_dict(load_file(str(wfile)))
+        net.load_state_dict(state)
         net.to(self.device).eval()
 
     # -- inference ----------------------------------------------------------------------------

@@ -21,7 +21,6 @@ normal-study sentence as the zero-shot negative prompt (SynthCXR reports never s
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -31,8 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsl_bench.checkpoints import load_checkpoint, read_state_dict, save_checkpoint
 from wsl_bench.labels import FINDINGS
 from wsl_bench.methods import FitContext, Method, register_method
+
+CHECKPOINT = "afloc"  # the wsl_bench.checkpoints pair afloc.safetensors + afloc.json
 
 # Natural-language names of the 14 findings (what prompts and label-built reports say).
 FINDING_PHRASES: dict[str, str] = {
@@ -209,14 +211,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"image_weights file {path} does not exist; pass a local .pth/.safetensors "
                                 "ResNet state dict, or leave image_weights unset to train from scratch")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
+    state = read_state_dict(path, nested=("state_dict", "model"))
     if "conv1.weight" in state and state["conv1.weight"].shape[1] != 1:
         state["conv1.weight"] = adapt_input_conv(1, state["conv1.weight"])
     result = model.load_state_dict(state, strict=False)
@@ -663,37 +658,22 @@ class AFLoc(Method):
         self.save(ctx.checkpoint_dir)
 
     def save(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        from wsl_bench.io import atomic_path, write_json
-
         if self.net is None:
             raise RuntimeError("afloc has no trained network to save; call fit or load first")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        with atomic_path(directory / "afloc.safetensors") as tmp:
-            save_file(state, str(tmp))
         cfg = {k: v for k, v in self.config.items() if k != "checkpoint"}
-        write_json(directory / "afloc.json", {"config": cfg, "text_dim": int(self.net.prompt_loc.shape[1]),
-                                              "metadata": self.metadata})
+        meta = {"config": cfg, "text_dim": int(self.net.prompt_loc.shape[1]), "metadata": self.metadata}
+        save_checkpoint(directory, self.net.state_dict(), meta, CHECKPOINT)
 
     def load(self, directory: Path) -> None:
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        meta_path, weights = directory / "afloc.json", directory / "afloc.safetensors"
-        if not (meta_path.is_file() and weights.is_file()):
-            raise FileNotFoundError(f"{directory} is not an AFLoc checkpoint (needs afloc.json and "
-                                    "afloc.safetensors, as written by AFLoc.save)")
-        meta = json.loads(meta_path.read_text())
+        state, meta = load_checkpoint(directory, CHECKPOINT, kind="an AFLoc checkpoint",
+                                      fix="fit afloc first (AFLoc.save writes afloc.safetensors and afloc.json)",
+                                      legacy_meta="afloc.json")
         keep = {"checkpoint"}
         # keys added since a checkpoint was written take their defaults (the defaults reproduce old behaviour)
         self.config = {**_DEFAULTS, **meta["config"], **{k: v for k, v in self.config.items() if k in keep}}
         self.config["image_weights"] = None  # the saved state already holds the trained weights
         self.metadata = dict(meta.get("metadata", {}))
         net = self.build(int(meta["text_dim"]))
-        state = load_file(str(weights))
         for key, value in (("text_mean", net.text_mean), ("text_scale", net.text_scale)):
             state.setdefault(key, value)  # checkpoints from before text_center: identity
         net.load_state_dict(state)

@@ -20,7 +20,6 @@ pooling the logit is exactly the mean of the map).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -29,8 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsl_bench.checkpoints import load_checkpoint, save_checkpoint
 from wsl_bench.labels import FINDINGS
 from wsl_bench.methods import FitContext, Method, register_method
+
+CHECKPOINT = "can"  # the wsl_bench.checkpoints pair can.safetensors + can.json
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,29 +263,16 @@ class CAN(Method):
         self.save(ctx.checkpoint_dir)
 
     def save(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        from wsl_bench.io import atomic_path, write_json
-
         if self.net is None:
             raise RuntimeError("can has no trained network to save; call fit or load first")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        with atomic_path(directory / "can.safetensors") as tmp:
-            save_file(state, str(tmp))
-        write_json(directory / "can.json", {"config": self.config})
+        save_checkpoint(directory, self.net.state_dict(), {"config": self.config}, CHECKPOINT)
 
     def load(self, directory: Path) -> None:
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        meta_path, weights = directory / "can.json", directory / "can.safetensors"
-        if not (meta_path.is_file() and weights.is_file()):
-            raise FileNotFoundError(f"{directory} is not a CAN checkpoint (needs can.json and can.safetensors, "
-                                    "as written by CAN.save)")
-        self.config = {**json.loads(meta_path.read_text())["config"], "weights_a": None, "weights_b": None}
-        self.build().load_state_dict(load_file(str(weights)))
+        state, meta = load_checkpoint(directory, CHECKPOINT, kind="a CAN checkpoint",
+                                      fix="fit can first (CAN.save writes can.safetensors and can.json)",
+                                      legacy_meta="can.json")
+        self.config = {**meta["config"], "weights_a": None, "weights_b": None}
+        self.build().load_state_dict(state)
         self.net.eval()
 
     def _net(self) -> CANNet:

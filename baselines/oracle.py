@@ -9,7 +9,6 @@ refuses with one line.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -19,13 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsl_bench.io import atomic_path, write_json
+from wsl_bench.checkpoints import load_checkpoint, save_checkpoint
 from wsl_bench.labels import BOX_FINDING_INDICES, BOX_FINDINGS, NUM_FINDINGS
 from wsl_bench.methods import FitContext, Method, register_method
 from wsl_bench.training import ClassifierModule, warmup_cosine_config
 
-WEIGHTS_FILE = "model.safetensors"
-STATE_FILE = "oracle.json"
+CHECKPOINT = "model"  # the wsl_bench.checkpoints pair WEIGHTS_FILE + STATE_FILE
+WEIGHTS_FILE, STATE_FILE = "model.safetensors", "model.json"
+LEGACY_STATE_FILE = "oracle.json"  # the unsealed JSON older versions wrote; still read
 N_BOX = len(BOX_FINDINGS)
 
 
@@ -287,28 +287,17 @@ class OracleSeg(Method):
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.ensure_net().state_dict().items()}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp))
-        write_json(directory / STATE_FILE, {
+        save_checkpoint(directory, self.ensure_net().state_dict(), {
             "method": self.name, "supervision": self.supervision, "input_size": self.input_size, "n_out": self.n_out,
             "prevalence": self.prevalence.tolist(), **{k: self.config[k] for k in self.net_keys},
             "config": self.config, "fit": self.fit_info,
-        })
+        }, CHECKPOINT)
 
     def load(self, directory: Path) -> None:
-        from safetensors.torch import load_file
-
         directory = Path(directory)
-        wfile, sfile = directory / WEIGHTS_FILE, directory / STATE_FILE
-        if not wfile.is_file() or not sfile.is_file():
-            raise FileNotFoundError(f"{directory} has no {WEIGHTS_FILE}/{STATE_FILE}; fit oracle-seg first")
         try:
-            state = json.loads(sfile.read_text())
+            weights, state = load_checkpoint(directory, CHECKPOINT, fix="fit oracle-seg first",
+                                             legacy_meta=LEGACY_STATE_FILE)
             for k in self.net_keys:
                 self.config[k] = state[k]
             self.input_size = None if state["input_size"] is None else int(state["input_size"])
@@ -316,7 +305,9 @@ class OracleSeg(Method):
             self.prevalence = np.asarray(state["prevalence"], dtype=np.float64).reshape(NUM_FINDINGS)
             self.fit_info = dict(state.get("fit", {}))
             net = self.build()
-            net.load_state_dict(load_file(str(wfile)))
+            net.load_state_dict(weights)
+        except FileNotFoundError:
+            raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{directory}: not a valid oracle-seg checkpoint ({first}); delete it and re-run fit") from None

@@ -20,11 +20,10 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.ops import roi_align
 
-from wsl_bench.io import atomic_path
+from wsl_bench.checkpoints import load_checkpoint, read_state_dict, save_checkpoint
 from wsl_bench.methods import FitContext
 
 from .config import ClarityConfig
@@ -33,7 +32,8 @@ from wsl_bench import caches
 
 from .stages import data_key, is_done, mark_done, stage_dir, stage_epochs
 
-WEIGHTS = "backbone.safetensors"
+CHECKPOINT = "backbone"  # the wsl_bench.checkpoints pair WEIGHTS + META, sealed with the stage
+WEIGHTS, META = "backbone.safetensors", "backbone.json"
 
 
 class DinoHead(nn.Module):
@@ -169,9 +169,10 @@ def get_dino_backbone(cfg: ClarityConfig, train, val, ctx: FitContext) -> dict[s
     from wsl_bench.training import train_module
 
     directory = stage_dir(ctx, f"dino-{cfg.resolved_arch}", dino_key(cfg, train, ctx))
-    if is_done(directory, WEIGHTS):  # checksums verified; a damaged backbone is removed and retrained
+    # checksums verified; a damaged backbone, or one cached before the checkpoint format, is removed and retrained
+    if is_done(directory, WEIGHTS, META):
         caches.record_use(ctx, directory, WEIGHTS)
-        return load_file(str(directory / WEIGHTS))
+        return load_checkpoint(directory, CHECKPOINT)[0]
     torch.manual_seed(ctx.seed)
     world = ctx.devices if isinstance(ctx.devices, int) else 1
     epochs = stage_epochs(cfg.dino_epochs, ctx)
@@ -181,9 +182,9 @@ def get_dino_backbone(cfg: ClarityConfig, train, val, ctx: FitContext) -> dict[s
     train_module(module, train, val, stage_ctx, max_epochs=epochs, batch_size=cfg.dino_batch_size,
                  monitor="val_dino_loss", mode="min", gradient_clip_val=cfg.dino_clip or None)
     state = {k: v.contiguous() for k, v in module.teacher.state_dict().items()}
-    with atomic_path(directory / WEIGHTS) as tmp:
-        save_file(state, str(tmp))
-    mark_done(directory, {"stage": "dino", "steps": steps, **dino_key(cfg, train, ctx)}, WEIGHTS)
+    info = {"stage": "dino", "steps": steps, **dino_key(cfg, train, ctx)}
+    save_checkpoint(directory, state, info, CHECKPOINT)
+    mark_done(directory, info, WEIGHTS, META)
     caches.record_use(ctx, directory, WEIGHTS)
     return state
 
@@ -197,12 +198,7 @@ def load_dino_file(path: str | Path) -> dict[str, torch.Tensor]:
             "dino_deitsmall16_pretrain.pth or a .safetensors), or use dino='stage' to pretrain on the "
             "training images, or dino='none'."
         )
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("teacher", "state_dict", "model"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
+    state = read_state_dict(path, nested=("teacher", "state_dict", "model"))
     if not isinstance(state, dict):
         raise ValueError(f"clarity: {path} does not hold a state dict of tensors")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}

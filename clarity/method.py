@@ -7,15 +7,13 @@ through the harness's `train_module`. explain: one forward pass gives all 14 cla
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from wsl_bench.io import atomic_path, write_json
+from wsl_bench.checkpoints import load_checkpoint, save_checkpoint
 from wsl_bench.labels import FINDINGS
 from wsl_bench.methods import FitContext, Method, register_method
 
@@ -23,8 +21,9 @@ from .config import ClarityConfig
 from .model import ClarityNet
 from .segmentcam import fuse_maps
 
-WEIGHTS = "model.safetensors"
-CONFIG = "clarity_config.json"
+CHECKPOINT = "model"  # the wsl_bench.checkpoints pair WEIGHTS + CONFIG
+WEIGHTS, CONFIG = "model.safetensors", "model.json"
+LEGACY_CONFIG = "clarity_config.json"  # the unsealed JSON older versions wrote; still read
 
 PAPER = "Statheros, Wang, Klein. CLARiTy: Class Localizing and Attention Refining Image Transformer. arXiv 2512.16700 (2025)"
 
@@ -135,26 +134,20 @@ class Clarity(Method):
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.ensure_net().state_dict().items()}
-        with atomic_path(directory / WEIGHTS) as tmp:
-            save_file(state, str(tmp))
-        write_json(directory / CONFIG, {"method": self.name, "config": self.cfg.to_dict(), "fit": self.fit_info})
+        meta = {"method": self.name, "config": self.cfg.to_dict(), "fit": self.fit_info}
+        save_checkpoint(directory, self.ensure_net().state_dict(), meta, CHECKPOINT)
 
     def load(self, directory: Path) -> None:
         """Rebuild the network from the saved config (so it always matches its weights), then load."""
         directory = Path(directory)
-        wfile, cfile = directory / WEIGHTS, directory / CONFIG
-        if not wfile.is_file() or not cfile.is_file():
-            raise FileNotFoundError(f"clarity: {directory} has no {WEIGHTS}/{CONFIG}; fit the method first")
+        state, saved = load_checkpoint(directory, CHECKPOINT, fix="fit the method first", legacy_meta=LEGACY_CONFIG)
         try:
-            saved = json.loads(cfile.read_text())
             self.cfg = ClarityConfig.from_dict(saved["config"])
         except (ValueError, KeyError) as exc:
-            raise ValueError(f"clarity: {cfile} is not a valid CLARiTy config ({exc}); re-run fit") from None
+            raise ValueError(f"clarity: {directory / CONFIG} is not a valid CLARiTy config ({exc}); re-run fit") from None
         self.fit_info = saved.get("fit", {})
         self.net = ClarityNet(self.cfg)
-        self.net.load_state_dict(load_file(str(wfile)))
+        self.net.load_state_dict(state)
         self.net.to(self.device).eval()
 
     # -- inference ----------------------------------------------------------------------------

@@ -10,17 +10,17 @@ from dataclasses import replace
 import lightning as L
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wsl_bench.io import atomic_path
+from wsl_bench.checkpoints import load_checkpoint, save_checkpoint
 from wsl_bench.methods import FitContext
 
 from wsl_bench import caches
 
 from .stages import is_done, mark_done, stage_dir
 
-WEIGHTS = "segmenter.safetensors"
+CHECKPOINT = "segmenter"  # the wsl_bench.checkpoints pair WEIGHTS + META, sealed with the stage
+WEIGHTS, META = "segmenter.safetensors", "segmenter.json"
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -98,17 +98,17 @@ def train_segmenter(train, val, ctx: FitContext, *, epochs: int = 3, batch_size:
     key = {"epochs": epochs, "batch_size": batch_size, "seed": ctx.seed, **(key or {})}
     directory = stage_dir(ctx, "lung-segmenter", key)
     net = LungSegmenter()
-    if is_done(directory, WEIGHTS):  # checksums verified (clarity/stages.py)
-        net.load_state_dict(load_file(str(directory / WEIGHTS)))
+    if is_done(directory, WEIGHTS, META):  # checksums verified (clarity/stages.py)
+        net.load_state_dict(load_checkpoint(directory, CHECKPOINT)[0])
         caches.record_use(ctx, directory, WEIGHTS)
         return net.eval()
     torch.manual_seed(ctx.seed)
     net = LungSegmenter()
     stage_ctx = replace(ctx, checkpoint_dir=directory, max_epochs=None, batch_size=None)
     train_module(SegmenterModule(net), train, val, stage_ctx, max_epochs=epochs, batch_size=batch_size, monitor="val_dice")
-    with atomic_path(directory / WEIGHTS) as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    mark_done(directory, {"stage": "lung-segmenter", **key}, WEIGHTS)
+    info = {"stage": "lung-segmenter", **key}
+    save_checkpoint(directory, net.state_dict(), info, CHECKPOINT)
+    mark_done(directory, info, WEIGHTS, META)
     caches.record_use(ctx, directory, WEIGHTS)
     return net.eval()
 

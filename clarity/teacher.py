@@ -13,10 +13,9 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wsl_bench.io import atomic_path
+from wsl_bench.checkpoints import load_checkpoint, save_checkpoint
 from wsl_bench.labels import FINDINGS
 from wsl_bench.methods import FitContext
 
@@ -25,8 +24,10 @@ from wsl_bench import caches
 
 from .stages import data_key, is_done, mark_done, stage_dir, stage_epochs
 
-WEIGHTS = "teacher.safetensors"
-TABLE = "train_logits.safetensors"
+# wsl_bench.checkpoints pairs, sealed with the stage: the teacher, and its logits on the training split
+CHECKPOINT, TABLE_CHECKPOINT = "teacher", "train_logits"
+WEIGHTS, META = "teacher.safetensors", "teacher.json"
+TABLE, TABLE_META = "train_logits.safetensors", "train_logits.json"
 
 
 class Teacher(nn.Module):
@@ -65,8 +66,8 @@ def get_teacher(cfg: ClarityConfig, img_size: int, train, val, ctx: FitContext) 
 
     directory = stage_dir(ctx, f"teacher-{cfg.teacher}", teacher_key(cfg, img_size, train, ctx))
     teacher = Teacher(cfg.teacher, img_size)
-    if is_done(directory, WEIGHTS):  # checksums verified; a damaged teacher is removed and retrained
-        teacher.load_state_dict(load_file(directory / WEIGHTS))
+    if is_done(directory, WEIGHTS, META):  # checksums verified; a damaged teacher is removed and retrained
+        teacher.load_state_dict(load_checkpoint(directory, CHECKPOINT)[0])
         caches.record_use(ctx, directory, WEIGHTS)
         return teacher.eval()
     torch.manual_seed(ctx.seed)
@@ -75,9 +76,9 @@ def get_teacher(cfg: ClarityConfig, img_size: int, train, val, ctx: FitContext) 
     stage_ctx = replace(ctx, checkpoint_dir=directory, max_epochs=None, batch_size=None)
     train_module(module, train, val, stage_ctx, max_epochs=stage_epochs(cfg.teacher_epochs, ctx),
                  batch_size=cfg.teacher_batch_size)
-    with atomic_path(directory / WEIGHTS) as tmp:
-        save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp))
-    mark_done(directory, {"stage": "teacher", **teacher_key(cfg, img_size, train, ctx)}, WEIGHTS)
+    info = {"stage": "teacher", **teacher_key(cfg, img_size, train, ctx)}
+    save_checkpoint(directory, teacher.state_dict(), info, CHECKPOINT)
+    mark_done(directory, info, WEIGHTS, META)
     caches.record_use(ctx, directory, WEIGHTS)
     return teacher.eval()
 
@@ -105,15 +106,13 @@ def get_teacher_table(cfg: ClarityConfig, teacher: nn.Module, img_size: int, tra
     directory = stage_dir(ctx, f"teacher-{cfg.teacher}", teacher_key(cfg, img_size, train, ctx))
     path = directory / TABLE
     # sealed beside the teacher; a table failing its checksum is removed and recomputed (the teacher is kept)
-    if path.is_file() and caches.usable(directory, TABLE, remove="files"):
-        table = load_file(path)["logits"]
+    if path.is_file() and caches.usable(directory, TABLE, TABLE_META, remove="files"):
+        table = load_checkpoint(directory, TABLE_CHECKPOINT)[0]["logits"]
         if table.shape == (len(train), len(FINDINGS)):
             caches.record_use(ctx, directory, TABLE)
             return table
     table = teacher_table(teacher, train, cfg.teacher_batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file({"logits": table.contiguous()}, str(tmp))
-    caches.seal(directory, TABLE)
+    save_checkpoint(directory, {"logits": table}, {"rows": len(train), "classes": list(FINDINGS)}, TABLE_CHECKPOINT)
+    caches.seal(directory, TABLE, TABLE_META)
     caches.record_use(ctx, directory, TABLE)
     return table

@@ -132,11 +132,11 @@ def test_cam_variants_share_one_trained_backbone(cohort, run_dir):
 
 
 def test_model_config_records_the_epochs_and_batch_that_ran(cohort, tmp_path):
-    """A run's fit.max_epochs / fit.batch_size override the method config; model_config.json says what ran."""
+    """A run's fit.max_epochs / fit.batch_size override the method config; the checkpoint's JSON says what ran."""
     m = create_method("gradcam", {**TINY, "max_epochs": 3}, preset="quick")
     ctx = FitContext(checkpoint_dir=tmp_path / "ck", run_dir=tmp_path, seed=0, image_size=S, max_epochs=1, batch_size=8)
     m.fit(*cohort, ctx)
-    saved = json.loads((tmp_path / "ck" / "model_config.json").read_text())
+    saved = json.loads((tmp_path / "ck" / CONFIG_FILE).read_text())
     assert saved["max_epochs"] == 3  # the method's own config, kept for load
     assert saved["fit"]["max_epochs"] == 1 and saved["fit"]["batch_size"] == 8 and saved["fit"]["trained"] is True
 

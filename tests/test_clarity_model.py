@@ -9,6 +9,7 @@ import torch
 
 from clarity.config import ClarityConfig
 from clarity.dino import load_dino_file
+from clarity.method import CONFIG
 from clarity.model import ClarityNet, class_row_attention
 from wsl_bench.methods import create_method, get_method_info, resolve_config
 
@@ -190,7 +191,7 @@ def test_save_load_round_trip(tmp_path):
     x = images(2)
     maps, probs = method.explain(x, [1, 4]), method.predict(x)
     method.save(tmp_path)
-    saved = json.loads((tmp_path / "clarity_config.json").read_text())
+    saved = json.loads((tmp_path / CONFIG).read_text())
     assert saved["config"]["fusion"] == "mean"
     other = create_method("clarity", config=TINY)  # a different fusion: the saved config wins
     other.load(tmp_path)

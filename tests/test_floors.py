@@ -17,6 +17,7 @@ from wsl_bench.metrics.floors import (
     composition,
     markdown_report,
     nih_cohort,
+    reference_config,
     reference_maps,
     score_cohort,
     synth_cohort,
@@ -175,6 +176,21 @@ def test_synth_cohort_beside_nih(nih_cli):
     assert "## SynthCXR beside NIH (wang2017 boxes)" in md
     line = next(l for l in md.splitlines() if l.startswith("| macro | 984 | "))
     assert line.count("|") == 10  # group, n NIH, n Synth, and NIH/Synth at T 0.1, 0.2, 0.3
+
+
+@pytest.mark.parametrize("preset", ["tiny", "quick", "standard"])
+def test_the_synth_cohort_is_loaded_and_fitted_as_a_run_does(preset):
+    """synth_cohort's config parts are exactly those `wsl-bench run --preset P --seed S` resolves."""
+    from wsl_bench.config import build_config
+
+    for seed, methods in ((0, ["prior-center", "prior-lung"]), (7, ["prior-lung"])):
+        run = build_config(methods, preset=preset, seed=seed)
+        parts = reference_config(preset, seed, methods)
+        assert parts == {"seed": run["seed"], "data": run["data"], "methods": {m: run["methods"][m] for m in methods}}
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        reference_config("huge", 0)
+    with pytest.raises(ValueError, match=r"seed=-1 is out of range"):
+        reference_config("tiny", -1)
 
 
 def test_floors_cli_bad_input_is_one_line_exit_2(tmp_path):

@@ -243,12 +243,13 @@ def test_default_cache_is_automatic_only_over_the_preload_budget(root, tmp_path,
 
 def test_run_settings_accept_and_check_the_cache_keys(root, tmp_path):
     from wsl_bench import run as R
+    from wsl_bench.data.nih_registered import NIH_KEYS
     from wsl_bench.settings import data_problems
 
     ok = {"name": "nih", "root": str(root), "image_size": 32, "cache": True, "cache_dir": str(tmp_path / "c")}
-    assert data_problems(ok, R.NIH_KEYS) == []
-    assert data_problems({**ok, "cache": None, "cache_dir": None}, R.NIH_KEYS) == []
-    bad = data_problems({**ok, "cache": "yes", "cache_dir": 5}, R.NIH_KEYS)
+    assert data_problems(ok, NIH_KEYS) == []
+    assert data_problems({**ok, "cache": None, "cache_dir": None}, NIH_KEYS) == []
+    bad = data_problems({**ok, "cache": "yes", "cache_dir": 5}, NIH_KEYS)
     assert any("data.cache='yes'" in p for p in bad) and any("data.cache_dir=5" in p for p in bad)
     cohort = R.load_cohort({**ok, "val_fraction": 0.1, "skip_bad": False}, seed=0)
     assert isinstance(cohort.train.images, np.memmap)

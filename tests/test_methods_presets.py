@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from wsl_bench.methods import available_methods, create_method, resolve_config
-from wsl_bench.run import _fit_loop
+from wsl_bench.stages.estimates import fit_loop as _fit_loop
 from wsl_bench.settings import method_known_keys, method_problems
 
 METHODS = sorted(available_methods())  # the entry-point packages' methods (references included)

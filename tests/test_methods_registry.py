@@ -51,6 +51,24 @@ def test_unknown_method_names_the_registered_ones(registered):
         M.get_method_info("no-such-method")
 
 
+def test_unregister_frees_the_name_for_another_class(registered):
+    class Other(_Const):
+        """Another constant method."""
+
+    M.unregister_method(registered)
+    assert registered not in M.available_methods()
+    with pytest.raises(KeyError, match="unknown method 'test-const'"):
+        M.get_method_info(registered)
+    M.register_method(registered, k=5)(Other)  # no longer "registered twice"
+    assert M.get_method_info(registered).cls is Other and M.resolve_config(registered) == {"k": 5}
+
+
+def test_unregister_of_an_unknown_name_is_a_key_error_naming_it():
+    with pytest.raises(KeyError, match="cannot unregister method 'no-such-method'.*prior-center"):
+        M.unregister_method("no-such-method")
+    assert "prior-center" in M.available_methods()  # the failed call removed nothing
+
+
 def test_broken_entry_point_is_reported_not_raised(monkeypatch):
     class EP:
         name, value = "broken", "nowhere_module"

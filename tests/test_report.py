@@ -363,3 +363,21 @@ def test_figures_are_byte_reproducible(tmp_path, monkeypatch):
         save_figure(fig, out, "line")
     for ext in ("png", "pdf"):
         assert (tmp_path / "a" / f"line.{ext}").read_bytes() == (tmp_path / "b" / f"line.{ext}").read_bytes()
+
+
+def test_a_policy_not_registered_here_gets_a_gallery_note_not_a_failed_report(tmp_path):
+    """Scores made with a plug-in policy this process has not registered: the report is written, and the gallery
+    says it cannot draw that method's boxes."""
+    run = make_fake_run(tmp_path / "run", n_images=8, methods={"good": 0.0, "random": None})
+    for name in ("good", "random"):
+        path = run / "scores" / name / "summary.json"
+        summary = json.loads(path.read_text())
+        summary["policy"] = "plugin-policy"
+        path.write_text(json.dumps(summary))
+    out = tmp_path / "report"
+    write_report([run], out, n_boot=20)
+    md = (out / "report.md").read_text()
+    for name in ("good", "random"):
+        assert f"Gallery of {name}: no predicted boxes (unknown policy 'plugin-policy'" in md
+    assert "register that policy before reading these scores" in md
+    assert list((out / "gallery").rglob("*.jpg"))  # the tiles are drawn, without that method's boxes

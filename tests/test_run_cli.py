@@ -88,9 +88,9 @@ def test_standard_preset_resolves_to_224_px_synth_and_the_methods_standard_prese
 def test_standard_dry_run_prints_cpu_and_gpu_estimates_without_training(tmp_path, monkeypatch):
     import functools
 
-    from wsl_bench import run as R
+    from wsl_bench.stages import estimates as E
 
-    monkeypatch.setattr(R, "_time_estimate", functools.partial(R._time_estimate, n_probe=2))  # a fast probe
+    monkeypatch.setattr(E, "time_estimate", functools.partial(E.time_estimate, n_probe=2))  # a fast probe
     out = tmp_path / "std"
     result = runner.invoke(app, ["run", "--preset", "standard", "--methods", "gradcam", "--out", str(out), "--dry-run",
                                  "--set", "data.n_train=32", "--set", "data.n_val=16", "--set", "data.n_test=16"],

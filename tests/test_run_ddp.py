@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from wsl_bench import run as R
+from wsl_bench.stages import data as D
+from wsl_bench.stages import explain as X
+from wsl_bench.stages import fit as F
 from wsl_bench.heatmaps import read_bundle
 
 SMALL = {"data": {"n_train": 96, "n_val": 32, "n_test": 48}, "score": {"n_boot": 20}, "report": {"full": False},
@@ -57,9 +60,9 @@ def test_fit_speed_options_reach_the_fit_context(demo_method, tmp_path):
     cfg = R.build_config([demo_method], preset="tiny", overrides=R.parse_overrides(
         ["fit.compile=aot_eager", "fit.channels_last=true"]))
     run = R.Run(tmp_path, cfg)
-    ctx = R._fit_context(run, cfg["methods"][demo_method], tmp_path / "ck")
+    ctx = F.fit_context(run, cfg["methods"][demo_method], tmp_path / "ck")
     assert ctx.compile == "aot_eager" and ctx.channels_last is True
-    plain = R._fit_context(R.Run(tmp_path, R.build_config([demo_method], preset="tiny")), cfg["methods"][demo_method], tmp_path)
+    plain = F.fit_context(R.Run(tmp_path, R.build_config([demo_method], preset="tiny")), cfg["methods"][demo_method], tmp_path)
     assert plain.compile is False and plain.channels_last is None
     with pytest.raises(R.RunError, match="unknown fit setting"):
         R.build_config([demo_method], preset="tiny", overrides={"fit": {"compiled": True}})
@@ -69,7 +72,7 @@ def test_fit_speed_options_reach_the_fit_context(demo_method, tmp_path):
 
 def test_explain_threads_share_the_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(R.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(X.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert [R.explain_threads(n) for n in (1, 2, 3, 8, 32)] == [16, 8, 5, 2, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the user's setting is an upper bound
     assert [R.explain_threads(n) for n in (1, 2, 8)] == [4, 4, 2]
@@ -80,18 +83,18 @@ def test_explain_worker_sets_its_thread_count_before_working(monkeypatch, tmp_pa
     import torch
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(R.os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    monkeypatch.setattr(X.os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
     seen = {}
-    monkeypatch.setattr(R, "load_cohort", lambda data, seed: type("Cohort", (), {"test": "the test split"})())
+    monkeypatch.setattr(D, "load_cohort", lambda data, seed, progress=False: type("Cohort", (), {"test": "the test split"})())
 
     def fake_shards(run, test, name, parts, rank, world):
         seen.update(threads=torch.get_num_threads(), rank=rank, world=world, test=test, name=name)
 
-    monkeypatch.setattr(R, "_write_shards", fake_shards)
+    monkeypatch.setattr(X, "_write_shards", fake_shards)
     before = torch.get_num_threads()
     cfg = config("random", accelerator="cpu", devices=3, strategy="ddp")
     try:
-        R._explain_worker(1, str(tmp_path), cfg, "random", str(tmp_path / "parts"), 3, "wsl_bench.methods")
+        X._explain_worker(1, str(tmp_path), cfg, "random", str(tmp_path / "parts"), 3, "wsl_bench.methods")
     finally:
         torch.set_num_threads(before)
     assert seen == {"threads": 2, "rank": 2, "world": 3, "test": "the test split", "name": "random"}

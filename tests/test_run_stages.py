@@ -103,22 +103,24 @@ def test_truncated_bundle_is_redone_not_trusted(done_run, demo_method, tmp_path)
 
 
 def test_damaged_checkpoint_is_refitted_from_scratch(done_run, demo_method, tmp_path):
+    from safetensors.torch import load
+
     out = fresh_copy(done_run[0], tmp_path / "damaged")
-    weights = out / "checkpoints" / demo_method / "model.pt"
-    good = torch.load(weights, weights_only=True)
+    weights = out / "checkpoints" / demo_method / "model.safetensors"
+    good = load(weights.read_bytes())
     weights.write_bytes(weights.read_bytes()[:300])
     summary = (out / "scores" / demo_method / "summary.json").read_bytes()
     log = Log()
     R.execute(small_config(demo_method), out, log=log)
     assert any("fail their checksums; refitting from scratch" in m for m in log)
-    again = torch.load(weights, weights_only=True)
+    again = load(weights.read_bytes())
     assert all(torch.equal(good[k], again[k]) for k in good)  # CPU training is bit-identical
     assert (out / "scores" / demo_method / "summary.json").read_bytes() == summary
 
 
 def test_config_change_redoes_exactly_the_affected_stages(done_run, demo_method, tmp_path):
     out = fresh_copy(done_run[0], tmp_path / "changed")
-    old_ckpt = (out / "checkpoints" / demo_method / "model.pt").read_bytes()
+    old_ckpt = (out / "checkpoints" / demo_method / "model.safetensors").read_bytes()
     # a scoring setting: only the scores (and report) are redone
     log = Log()
     R.execute(small_config(demo_method, overrides={"score": {"n_boot": 30}}), out, log=log)
@@ -130,7 +132,7 @@ def test_config_change_redoes_exactly_the_affected_stages(done_run, demo_method,
     R.execute(cfg, out, log=log)
     assert f"fit: {demo_method}" in log and "fit: prior-center" not in log
     assert any("starting this fit afresh" in m for m in log)
-    assert (out / "checkpoints" / demo_method / "model.pt").read_bytes() != old_ckpt
+    assert (out / "checkpoints" / demo_method / "model.safetensors").read_bytes() != old_ckpt
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config_hash"] == R.run_config_hash(cfg) and len(manifest["config_history"]) == 3
 
@@ -177,7 +179,7 @@ def test_config_building_rules(demo_method, monkeypatch):
         R.build_config([demo_method], data="nih")
     with pytest.raises(R.RunError, match="unknown preset"):
         R.build_config([demo_method], preset="huge")
-    monkeypatch.setattr(R, "DEFAULT_METHODS", ("not-yet-a-method", demo_method))
+    monkeypatch.setattr("wsl_bench.presets.DEFAULT_METHODS", ("not-yet-a-method", demo_method))
     with pytest.warns(UserWarning, match="not-yet-a-method"):
         cfg = R.build_config(None)
     assert cfg["methods_order"][0] == demo_method

@@ -171,6 +171,7 @@ def test_shared_backbone_is_verified_before_another_method_loads_it(tmp_path):
 @pytest.mark.slow
 def test_a_run_redoes_fits_whose_shared_cache_was_poisoned(tmp_path):
     """The brief's probe, through `execute`: poison the shared backbone and truncate the checkpoint."""
+    from baselines._trainable import CONFIG_FILE
     from wsl_bench import run as R
 
     over = R.parse_overrides(["data.n_train=64", "data.n_val=32", "data.n_test=32", "report.full=false",
@@ -191,7 +192,7 @@ def test_a_run_redoes_fits_whose_shared_cache_was_poisoned(tmp_path):
     logs: list[str] = []
     R.execute(cfg, out, log=logs.append)
     assert any("redoing the stage" in m for m in logs)
-    saved = json.loads((out / "checkpoints" / "gradcam" / "model_config.json").read_text())
+    saved = json.loads((out / "checkpoints" / "gradcam" / CONFIG_FILE).read_text())
     assert saved["fit"]["trained"] is True
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["fit/gradcam"]["caches"] == used  # rebuilt to the same bytes

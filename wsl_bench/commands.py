@@ -12,6 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from wsl_bench.presets import DEFAULT_METHODS
+from wsl_bench.references import CEILING_REFERENCES, GUESS_REFERENCES
+
 console = Console(stderr=True, soft_wrap=True)  # never break a message (or a path) across lines
 
 
@@ -29,13 +32,43 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+def given_argv(ctx: typer.Context) -> list[str]:
+    """The command line as the user gave it: `wsl-bench <command>` and every option set on it (defaults left
+    out), in the command's option order. The run records it in manifest.json; the report quotes it."""
+    argv = ["wsl-bench", ctx.info_name or ""]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)  # typer's own click: compared by name, not by class
+        if getattr(param, "param_type_name", "") != "option" or getattr(source, "name", "") not in (
+                "COMMANDLINE", "ENVIRONMENT"):
+            continue
+        value = ctx.params.get(param.name)
+        flag = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        if param.is_flag:
+            if value:
+                argv.append(flag)
+            elif param.secondary_opts:
+                argv.append(next((o for o in param.secondary_opts if o.startswith("--")), param.secondary_opts[0]))
+        elif param.multiple:
+            for v in value or ():
+                argv += [flag, str(v)]
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
 def run_command(
+    ctx: typer.Context,
     methods: Optional[str] = typer.Option(
-        None, "--methods", "-m", help="Comma-separated methods (default: clarity,gradcam). The references "
-        "prior-center, prior-lung and random are always added."
+        None, "--methods", "-m", help=f"Comma-separated methods (default: {','.join(DEFAULT_METHODS)}). The references "
+        f"{', '.join(GUESS_REFERENCES)} are always added, {', '.join(CEILING_REFERENCES)} on data with exact lesion masks."
     ),
-    data: Optional[str] = typer.Option(None, "--data", help="synth (SynthCXR, generated locally) or nih (ChestX-ray14 on disk)."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder for --data nih."),
+    data: Optional[str] = typer.Option(None, "--data", help="A registered dataset: synth (SynthCXR, generated locally), "
+                                       "nih (ChestX-ray14 on disk), ...; `wsl-bench datasets list` shows them all."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder for --data (every dataset but synth needs one)."),
+    test_data: Optional[str] = typer.Option(
+        None, "--test-data", help="External validation: train on --data's train/val splits, then explain and score on "
+        "the test split of this registered dataset (the report gives its label mapping)."),
+    test_root: Optional[Path] = typer.Option(None, "--test-root", help="Dataset folder for --test-data."),
     preset: str = typer.Option("quick", "--preset", help="quick (SynthCXR 128 px, a few epochs, CPU minutes), standard (SynthCXR 224 px, trained to early "
                           "stopping; CPU hours or a GPU), paper (NIH, GPUs) or tiny (smoke test)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<preset>). Re-running resumes it."),
@@ -58,6 +91,8 @@ def run_command(
     skipped; kill the run at any time and the same command finishes it.
 
     Example: wsl-bench run --methods clarity,gradcam --preset quick --out runs/quick
+
+    External validation (train on NIH, score on RSNA's test split): wsl-bench run --methods gradcam --data nih --root NIH --test-data rsna-pneumonia --test-root RSNA
     """
     from wsl_bench.run import MethodsFailed, RunError, build_config, dry_run_text, execute, parse_overrides
 
@@ -74,6 +109,8 @@ def run_command(
                 ablate=_split(ablate),
                 overrides=parse_overrides(overrides),
                 hardware={"accelerator": accelerator, "devices": dev, "num_nodes": num_nodes, "strategy": strategy},
+                test_data=test_data,
+                test_root=str(test_root) if test_root else None,
             )
         for w in caught:
             if "not registered yet" in str(w.message):
@@ -86,7 +123,8 @@ def run_command(
         from wsl_bench.guards import check_out_dir
 
         check_out_dir(folder)
-        report = execute(cfg, folder, log=lambda m: console.print(f"[cyan]wsl-bench[/] {m}", highlight=False))
+        report = execute(cfg, folder, log=lambda m: console.print(f"[cyan]wsl-bench[/] {m}", highlight=False),
+                         command=given_argv(ctx))
     except MethodsFailed as exc:  # the others are scored: show them, then fail with the list
         _print_summary(folder, cfg)
         console.print(f"report: {exc.report}")

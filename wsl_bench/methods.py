@@ -16,6 +16,8 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
+from wsl_bench.plugins import load_group
+
 ENTRY_POINT_GROUP = "wsl_bench.methods"
 
 
@@ -72,10 +74,10 @@ class Method(abc.ABC):
         """Train from image-level labels only. Must write what `load` needs under ctx.checkpoint_dir."""
 
     def save(self, directory: Path) -> None:  # noqa: B027
-        """Write the trained state (weights as safetensors or weights_only torch files)."""
+        """Write the trained state with `wsl_bench.checkpoints.save_checkpoint` (safetensors + JSON)."""
 
     def load(self, directory: Path) -> None:  # noqa: B027
-        """Load what `save`/`fit` wrote. Checkpoints are data, never code (weights_only=True)."""
+        """Load what `save`/`fit` wrote with `wsl_bench.checkpoints.load_checkpoint` (safetensors + JSON)."""
 
     def to(self, device: str | torch.device) -> "Method":
         """Move the method, and its network if it keeps one as `self.net`, to `device`."""
@@ -151,17 +153,21 @@ def register_method(name: str, **defaults: Any) -> Callable[[type[Method]], type
     return deco
 
 
+def unregister_method(name: str) -> None:
+    """Remove the method registered as `name` (tests and notebooks that register a throwaway one clean up with this)."""
+    load_entry_points()  # else an entry point's method would come back on the next lookup
+    if name not in _REGISTRY:
+        raise KeyError(f"cannot unregister method {name!r}: no method is registered under that name; "
+                       f"registered: {', '.join(sorted(_REGISTRY)) or '(none)'}")
+    del _REGISTRY[name]
+
+
 def load_entry_points(force: bool = False) -> list[str]:
     """Import every module of the `wsl_bench.methods` entry-point group; returns the load errors (kept)."""
     global _ENTRY_POINTS_LOADED
     if _ENTRY_POINTS_LOADED and not force:
         return list(_ENTRY_POINT_ERRORS)
-    errors = []
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            ep.load()
-        except Exception as exc:  # a broken plug-in must not take the suite down
-            errors.append(f"entry point {ep.name!r} ({ep.value}): {type(exc).__name__}: {exc}")
+    errors = load_group(ENTRY_POINT_GROUP, metadata.entry_points)  # looked up here, so tests can patch it
     _ENTRY_POINTS_LOADED = True
     _ENTRY_POINT_ERRORS[:] = errors
     return errors

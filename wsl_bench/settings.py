@@ -1,6 +1,6 @@
 """Every run setting checked before any stage runs, all at once.
 
-`check_run_inputs` is called by `wsl_bench.run.build_config` before it resolves anything: it looks at the
+`check_run_inputs` is called by `wsl_bench.config.build_config` before it resolves anything: it looks at the
 preset, the seed, the methods and their `--set methods.<m>.*` overrides, every `--set data|fit|explain|
 score|report.*` value, the ablations and the hardware options, collects every problem it finds, and raises
 one `SettingsError` (a `RunError`; `wsl-bench run` prints it as one `error:` line and exits with code 2)
@@ -22,7 +22,8 @@ What is checked (docs/harness.md, "Settings"):
 - hardware against this machine: the accelerator exists here, `--devices` is a count, `auto`, -1 or a
   list of ids that exist, `--strategy` is one Lightning knows, `--num-nodes` >= 1.
 
-`score_problems` is also used by `wsl-bench score` for its options.
+The score section's rules live with the scorer (`wsl_bench.metrics.options.score_problems`, also what
+`wsl-bench score` checks its options with), and the checks of one value in `wsl_bench.value_checks`.
 """
 
 from __future__ import annotations
@@ -31,15 +32,13 @@ import math
 import os
 from typing import Any
 
-from wsl_bench.run import RunError
+from wsl_bench.errors import RunError
+from wsl_bench.value_checks import boolean, is_int, is_number, real, seed_problem, unknown_keys, whole
 
-MAX_SEED = 2**32 - 1
-MAX_N_BOOT = 10_000  # [n_boot x n_units] resampling counts are held in memory
 MAX_COHORT = 10_000_000
 SECTIONS = ("data", "fit", "explain", "score", "report", "methods")
 EXPLAIN_KEYS = {"batch_size"}
 REPORT_KEYS = {"full"}
-SCORE_RUN_KEYS = {"policy", "n_boot", "sanity", "sanity_images"}
 PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
               "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -55,77 +54,26 @@ class SettingsError(RunError, KeyError):
 
 
 # ---------------------------------------------------------------------------------------------------
-# small checks: each returns a problem string or None
-# ---------------------------------------------------------------------------------------------------
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def whole(where: str, v: Any, lo: int | None = None, hi: int | None = None, *, none_ok: bool = False) -> str | None:
-    """`v` must be a whole number in [lo, hi] (or None when `none_ok`)."""
-    if v is None and none_ok:
-        return None
-    span = f"{lo if lo is not None else '-inf'} .. {hi if hi is not None else 'inf'}"
-    extra = " (or null)" if none_ok else ""
-    if not _is_int(v):
-        return f"{where}={v!r} must be a whole number in {span}{extra}"
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        return f"{where}={v} is out of range; use a whole number in {span}{extra}"
-    return None
-
-
-def real(where: str, v: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-         hi_open: bool = False, none_ok: bool = False) -> str | None:
-    """`v` must be a finite number in the interval (open or closed ends as given)."""
-    if v is None and none_ok:
-        return None
-    left = "(" if lo_open else "["
-    right = ")" if hi_open else "]"
-    span = f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}"
-    if not _is_number(v) or not math.isfinite(float(v)):
-        return f"{where}={v!r} must be a finite number in {span}"
-    v = float(v)
-    bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
-    bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
-    if bad_lo or bad_hi:
-        return f"{where}={v:g} is out of range; use a number in {span}"
-    return None
-
-
-def boolean(where: str, v: Any, *, none_ok: bool = False) -> str | None:
-    if isinstance(v, bool) or (v is None and none_ok):
-        return None
-    return f"{where}={v!r} must be true or false" + (" (or null)" if none_ok else "")
-
-
-def unknown_keys(where: str, given, known) -> str | None:
-    extra = sorted(set(given) - set(known))
-    if extra:
-        return f"unknown {where} setting(s) {extra}; known: {', '.join(sorted(map(str, known)))}"
-    return None
-
-
-def seed_problem(v: Any, where: str = "--seed") -> str | None:
-    return whole(where, v, 0, MAX_SEED)
-
-
-# ---------------------------------------------------------------------------------------------------
 # sections
 # ---------------------------------------------------------------------------------------------------
 
 
 def data_problems(data: dict[str, Any], nih_keys) -> list[str]:
     """The data section after the preset, `--data`, `--root` and `--set data.*` are merged."""
+    from wsl_bench.data.registry import DatasetError, available_datasets, get_dataset
+
     out: list[str] = []
     name = data.get("name")
-    if name not in ("synth", "nih"):
-        return [f"unknown data {name!r}; use synth or nih"]
+    registered = available_datasets()
+    if not isinstance(name, str) or name not in registered:
+        return [f"unknown data {name!r}; registered datasets: {', '.join(registered)} (see `wsl-bench datasets list`)"]
+    if name not in ("synth", "nih"):  # any other registered dataset checks its own settings
+        out.append(whole("data.image_size", data.get("image_size"), 8, 2048))
+        try:
+            get_dataset(name).resolve_config(data)
+        except DatasetError as exc:
+            out.append(str(exc))
+        return [p for p in out if p]
     if name == "nih":
         out.append(unknown_keys("NIH data", data, nih_keys))
         if not data.get("root"):
@@ -202,55 +150,6 @@ def report_problems(report: dict[str, Any]) -> list[str]:
     return [p for p in out if p]
 
 
-def score_problems(score: dict[str, Any], prefix: str = "score.", *, run: bool = True) -> list[str]:
-    """The scorer's settings: policy, n_boot, the policy options, and (in a run) the sanity switches.
-
-    `prefix` names the keys in messages (`score.` in a run, `--` for `wsl-bench score`'s options)."""
-    from wsl_bench.localize.policies import COMPONENT_RULES, POLICY_NAMES
-    from wsl_bench.metrics.evaluator import DEFAULT_OPTIONS, _options
-
-    def name(k: str) -> str:
-        return f"{prefix}{k.replace('_', '-') if prefix == '--' else k}"
-
-    out: list[str] = []
-    known = set(DEFAULT_OPTIONS) | ({"policy", "n_boot"} | (SCORE_RUN_KEYS if run else set()))
-    out.append(unknown_keys("score", score, known))
-    policy = score.get("policy", "wang2017")
-    if policy not in POLICY_NAMES:
-        out.append(f"unknown policy {policy!r} ({name('policy')}); choose one of {', '.join(POLICY_NAMES)}")
-    if "n_boot" in score:
-        out.append(whole(name("n_boot"), score["n_boot"], 0, MAX_N_BOOT))
-    if "sanity" in score:
-        out.append(boolean(name("sanity"), score["sanity"]))
-    if "sanity_images" in score:
-        out.append(whole(name("sanity_images"), score["sanity_images"], 1, 100_000))
-    opts = {k: v for k, v in score.items() if k in DEFAULT_OPTIONS}
-    if opts.get("tau") is not None:
-        out.append(real(name("tau"), opts["tau"], 0.0, 1.0, hi_open=True))
-    if opts.get("components") is not None and opts["components"] not in COMPONENT_RULES:
-        out.append(f"{name('components')}={opts['components']!r} must be one of {', '.join(COMPONENT_RULES)}")
-    if "pointing_tolerance" in opts:
-        out.append(real(name("pointing_tolerance"), opts["pointing_tolerance"], 0.0, 1e6))
-    if opts.get("sweep_size") is not None:
-        out.append(whole(name("sweep_size"), opts["sweep_size"], 0, 65_536))
-    if "calibration_fraction" in opts:
-        out.append(real(name("calibration_fraction"), opts["calibration_fraction"], 0.0, 1.0, lo_open=True, hi_open=True))
-    for key in ("iou_thresholds", "iobb_thresholds", "miou_thresholds", "sweep_grid", "maxboxacc_iou"):
-        if key in opts:
-            v = opts[key]
-            if not isinstance(v, (list, tuple)) or not v or any(real("", t, 0.0, 1.0) for t in v):
-                out.append(f"{name(key)}={v!r} must be a non-empty list of numbers in [0, 1]")
-    if "progress" in opts:
-        out.append(boolean(name("progress"), opts["progress"]))
-    out = [p for p in out if p]
-    if not out and policy in POLICY_NAMES:  # the scorer's own rules (e.g. wang2017 fixes tau)
-        try:
-            _options(policy, {k: v for k, v in opts.items()})
-        except (ValueError, TypeError) as exc:
-            out.append(f"score settings: {exc}")
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------
 # methods
 # ---------------------------------------------------------------------------------------------------
@@ -278,8 +177,8 @@ def _value_problem(where: str, key: str, value: Any, ref: Any) -> str | None:
     if isinstance(ref, bool):
         if not isinstance(value, bool):
             return f"{where}={value!r} must be true or false"
-    elif _is_number(ref):
-        if not _is_number(value) or not math.isfinite(float(value)):
+    elif is_number(ref):
+        if not is_number(value) or not math.isfinite(float(value)):
             return f"{where}={value!r} must be a finite number (the default is {ref!r})"
     elif isinstance(ref, str):
         if not (isinstance(value, (str, list)) or value is None):
@@ -287,7 +186,7 @@ def _value_problem(where: str, key: str, value: Any, ref: Any) -> str | None:
     elif isinstance(ref, (list, tuple)):
         if not isinstance(value, (list, tuple)):
             return f"{where}={value!r} must be a list (the default is {list(ref)!r})"
-    if _is_number(value) and generic:
+    if is_number(value) and generic:
         if key.endswith(("epochs", "batch_size")):
             return whole(where, value, 1, 10_000_000)
         if key == "lr" or key.endswith("_lr"):
@@ -357,7 +256,7 @@ def hardware_problems(hw: dict[str, Any]) -> list[str]:
         dev = int(dev)
     if isinstance(dev, bool):
         out.append(f"--devices {dev!r} must be a count (e.g. 1 or 8), auto, -1 or a list of device ids (e.g. 0,1)")
-    elif _is_int(dev):
+    elif is_int(dev):
         if dev == -1:
             pass
         elif dev < 1:
@@ -372,7 +271,7 @@ def hardware_problems(hw: dict[str, Any]) -> list[str]:
             out.append(f"--devices {dev!r}: device ids name GPUs, and this run is on CPU; give a count instead")
         elif max(int(p) for p in ids) >= n_gpu:
             out.append(f"--devices {dev!r}: this machine has {what} (ids 0..{n_gpu - 1})")
-    elif not (isinstance(dev, str) or _is_int(dev)):
+    elif not (isinstance(dev, str) or is_int(dev)):
         out.append(f"--devices {dev!r} must be a count (e.g. 1 or 8), auto, -1 or a list of device ids (e.g. 0,1)")
     out.append(whole("--num-nodes", hw.get("num_nodes", 1), 1, 100_000))
     strategy = hw.get("strategy", "auto")
@@ -407,15 +306,18 @@ def check_run_inputs(
     """Raise one SettingsError listing every problem of these `build_config` inputs (nothing when all hold)."""
     import copy
 
-    from wsl_bench import run as R
+    from wsl_bench import presets
+    from wsl_bench.data.nih_registered import NIH_KEYS
+    from wsl_bench.metrics.options import score_problems
+    from wsl_bench.references import REFERENCE_METHODS
     from wsl_bench.methods import available_methods
 
     problems: list[str] = []
-    if preset not in R.PRESETS:
-        problems.append(f"unknown preset {preset!r}; choose one of {', '.join(R.PRESETS)}")
-        preset_cfg = copy.deepcopy(R.PRESETS["quick"])
+    if preset not in presets.PRESETS:
+        problems.append(f"unknown preset {preset!r}; choose one of {', '.join(presets.PRESETS)}")
+        preset_cfg = copy.deepcopy(presets.PRESETS["quick"])
     else:
-        preset_cfg = copy.deepcopy(R.PRESETS[preset])
+        preset_cfg = copy.deepcopy(presets.PRESETS[preset])
     problems.append(seed_problem(seed))
     overrides = copy.deepcopy(overrides or {})
     for section in overrides:
@@ -427,7 +329,7 @@ def check_run_inputs(
             overrides.pop(section)
     method_overrides = overrides.pop("methods", {})
     method_preset = preset_cfg.pop("method_preset")
-    cfg = R._merge(preset_cfg, {k: v for k, v in overrides.items() if k in SECTIONS})
+    cfg = presets.merge(preset_cfg, {k: v for k, v in overrides.items() if k in SECTIONS})
 
     # data
     d = dict(cfg["data"])
@@ -436,20 +338,20 @@ def check_run_inputs(
         d["name"] = data
     if root is not None:
         d["root"] = str(root)
-    problems += data_problems(d, R.NIH_KEYS)
-    problems += fit_problems(cfg["fit"], R.FIT_KEYS)
+    problems += data_problems(d, NIH_KEYS)
+    problems += fit_problems(cfg["fit"], presets.FIT_KEYS)
     problems += explain_problems(cfg["explain"])
     problems += score_problems(cfg["score"])
     problems += report_problems(cfg["report"])
 
     # methods
     registered = available_methods()
-    chosen = list(dict.fromkeys(methods or [m for m in R.DEFAULT_METHODS if m in registered]))
+    chosen = list(dict.fromkeys(methods or [m for m in presets.DEFAULT_METHODS if m in registered]))
     missing = [m for m in chosen if m not in registered]
     for m in missing:
         problems.append(f"unknown method {m!r}; registered: {', '.join(registered) or '(none)'}. Run `wsl-bench "
                         "methods` to list them, or register your own with the 'wsl_bench.methods' entry-point group")
-    names = [m for m in chosen if m in registered] + [r for r in R.REFERENCE_METHODS if r not in chosen]
+    names = [m for m in chosen if m in registered] + [r for r in REFERENCE_METHODS if r not in chosen]
     for m in sorted(set(method_overrides) - set(names) - set(missing)):
         problems.append(f"--set methods.{m}...: that method is not in this run ({', '.join(names)})")
     for m in names:
@@ -462,7 +364,7 @@ def check_run_inputs(
         elif callable(getattr(info.cls, "check_config", None)):
             problems += method_problems(m, info, mp, {})
         for comp in ablate or []:
-            if m not in R.REFERENCE_METHODS and comp not in info.cls.ablations:
+            if m not in REFERENCE_METHODS and comp not in info.cls.ablations:
                 problems.append(f"--ablate {comp}: method {m!r} has no component {comp!r}; it offers: "
                                 f"{', '.join(info.cls.ablations) or '(none)'}")
     problems += hardware_problems({"accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto", **(hardware or {})})

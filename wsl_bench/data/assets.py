@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from wsl_bench.data.rle import decode_crop
 from wsl_bench.data.tables import read_bbox_list, read_data_entry
 
 LUNG_ZIP = "semantic_masks_v7labs_lungs.zip"
@@ -187,43 +188,17 @@ def _lung_boxes_cached(cache_dir: str) -> np.ndarray:
     return arr
 
 
-def _siim_instance(rle: str, side: int = SIIM_SIDE):
-    """One SIIM-ACR run-length mask (relative starts, column-major pixel order) as its bounding box
-    (x0, y0, x1, y1) in pixels and the boolean crop of that box."""
-    a = np.asarray(rle.split(), dtype=np.int64)
-    lens = a[1::2]
-    starts = np.cumsum(a[0::2] + np.concatenate([[0], lens[:-1]]))
-    ends = starts + lens  # exclusive
-    s_arr, e_arr = starts, ends
-    if ((ends - 1) // side != starts // side).any():  # a run continuing into the next column: split it
-        segs_s, segs_e = [], []
-        for s0, e0 in zip(starts, ends):
-            while s0 < e0:
-                col_end = (s0 // side + 1) * side
-                segs_s.append(s0)
-                segs_e.append(min(e0, col_end))
-                s0 = col_end
-        s_arr, e_arr = np.asarray(segs_s), np.asarray(segs_e)
-    cols, r0, r1 = s_arr // side, s_arr % side, (e_arr - 1) % side + 1
-    x0, x1, y0, y1 = int(cols.min()), int(cols.max()) + 1, int(r0.min()), int(r1.max())
-    diff = np.zeros((y1 - y0 + 1, x1 - x0), dtype=np.int32)
-    np.add.at(diff, (r0 - y0, cols - x0), 1)
-    np.add.at(diff, (r1 - y0, cols - x0), -1)
-    crop = np.cumsum(diff, axis=0)[:-1] > 0
-    return (x0, y0, x1, y1), crop
-
-
 def _build_ptx_shapes(size: int) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
     table = pd.read_csv(wheel_file(SIIM_RLE))
-    rles = [str(v).strip() for v in table.iloc[:, 1]]
+    codes = [str(v).strip() for v in table.iloc[:, 1]]
     rows = []
-    for rle in rles:
-        if rle in ("-1", "", "nan"):
+    for code in codes:
+        if code in ("-1", "", "nan"):
             continue
-        (x0, y0, x1, y1), crop = _siim_instance(rle)
+        (x0, y0, x1, y1), crop = decode_crop(code, SIIM_SIDE, SIIM_SIDE)
         if crop.sum() < SIIM_MIN_AREA * SIIM_SIDE**2:
             continue
         t = torch.from_numpy(crop.astype(np.float32))[None, None]

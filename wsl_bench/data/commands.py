@@ -1,4 +1,4 @@
-"""`wsl-bench synth preview|export` and `wsl-bench datasets info`."""
+"""`wsl-bench synth preview|export` and `wsl-bench datasets list|info`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 synth_app = typer.Typer(help="SynthCXR, the embedded simulated cohort.\n\nExample: wsl-bench synth preview --out synth.png", no_args_is_help=True)
-datasets_app = typer.Typer(help="Inspect datasets.\n\nExample: wsl-bench datasets info --data nih --root /data/ChestX-ray14 --json", no_args_is_help=True)
+datasets_app = typer.Typer(help="List and inspect the registered datasets.\n\nExample: wsl-bench datasets list", no_args_is_help=True)
 
 
 def _fail(msg: str) -> None:
@@ -43,52 +43,148 @@ def preview(
 
 @synth_app.command("export")
 def export(
-    out: Path = typer.Option(..., "--out", help="Folder to write the NIH layout into."),
-    n: int = typer.Option(1000, "--n", min=0, help="Synthetic images (with --mirror-nih: extra train_val images)."),
-    mirror_nih: bool = typer.Option(False, "--mirror-nih", help="Render the 880 real NIH box images' ids, labels and boxes."),
-    size: int = typer.Option(1024, "--size", min=32, max=2048, help="PNG side in pixels (NIH: 1024)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the dataset layout into."),
+    n: Optional[int] = typer.Option(
+        None, "--n", min=0,
+        help="Synthetic images (default 1000). With --mirror: extra training images, for datasets whose mirror "
+             "takes them (nih: train_val images, default 1000).",
+    ),
+    mirror: Optional[str] = typer.Option(
+        None, "--mirror",
+        help="Write the folder layout of this registered dataset with its real annotation geometry and synthetic "
+             "pixels (`wsl-bench datasets list` says which datasets have one).",
+    ),
+    mirror_nih: bool = typer.Option(False, "--mirror-nih", help="Same as --mirror nih."),
+    images: Optional[str] = typer.Option(
+        None, "--images", metavar="all|boxed|N",
+        help="With --mirror, for datasets whose mirror takes it (rsna-pneumonia, siim-pneumothorax, vindr-cxr): "
+             "which films get pixels: all, boxed (the films with an annotation; the default) or N (the first N "
+             "films of the annotation file). Films are uncompressed DICOM of about size x size bytes: at the "
+             "default --size 1024 about 1 MB each, so boxed takes about 6.3 GB for RSNA (6,012 films), 2.8 GB "
+             "for SIIM (2,669) and 4.6 GB for VinDr (4,394), and all about 28, 13 and 16 GB; --size 256 takes "
+             "1/16 of that.",
+    ),
+    size: int = typer.Option(
+        1024, "--size", min=32, max=2048,
+        help="Image side in pixels (NIH: 1024). Disk grows with its square: see --images for the film mirrors.",
+    ),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Write a SynthCXR cohort in exactly the NIH ChestX-ray14 layout.
+    """Write a SynthCXR cohort in the NIH ChestX-ray14 layout, or a dataset's layout with its real geometry.
 
-    Example: wsl-bench synth export --n 200 --out /tmp/nih-like --mirror-nih --size 256
+    Example: wsl-bench synth export --n 200 --out /tmp/nih-like --mirror nih --size 256
+
+    Example: wsl-bench synth export --mirror rsna-pneumonia --images 100 --size 256 --out /tmp/rsna-like
     """
-    from wsl_bench.data.export import export_nih_layout
+    if mirror_nih:
+        if mirror not in (None, "nih"):
+            _fail(f"--mirror-nih is --mirror nih; give either --mirror {mirror} or --mirror-nih, not both")
+        mirror = "nih"
+    if mirror is None:
+        from wsl_bench.data.export import export_nih_layout
 
-    if n == 0 and not mirror_nih:
-        _fail("--n 0 without --mirror-nih would write an empty dataset; give --n N")
-    summary = export_nih_layout(out, n=n, size=size, seed=seed, mirror_nih=mirror_nih, progress=not as_json)
-    typer.echo(json.dumps(summary, indent=2, sort_keys=True) if as_json else
-               f"wrote {summary['images']} images ({summary['box_images']} with {summary['boxes']} boxes) to {out}")
+        if images is not None:
+            _fail("--images chooses the films of a --mirror NAME; give --mirror NAME too, or drop --images")
+        n = 1000 if n is None else n
+        if n == 0:
+            _fail("--n 0 without --mirror would write an empty dataset; give --n N (or --mirror NAME)")
+        summary = export_nih_layout(out, n=n, size=size, seed=seed, mirror_nih=False, progress=not as_json)
+    else:
+        summary = _export_mirror(mirror, out, n=n, images=images, size=size, seed=seed, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+    elif all(k in summary for k in ("images", "listed_images", "box_images", "boxes")):
+        typer.echo(f"wrote {summary['images']} of {summary['listed_images']} films to {out}; the annotation file "
+                   f"holds every film ({summary['box_images']} with {summary['boxes']} boxes)")
+    elif all(k in summary for k in ("images", "box_images", "boxes")):
+        typer.echo(f"wrote {summary['images']} images ({summary['box_images']} with {summary['boxes']} boxes) to {out}")
+    else:
+        typer.echo(f"wrote {out}: " + json.dumps(summary, sort_keys=True))
+
+
+def mirror_images(value: str) -> str | int:
+    """An `--images` value: "all", "boxed" or a whole number of films; a ValueError naming the fix otherwise."""
+    text = value.strip().lower()
+    if text in ("all", "boxed"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"--images {value!r}: give all, boxed or a whole number of films (e.g. --images 100)")
+
+
+def _export_mirror(name: str, out: Path, *, n: Optional[int], images: Optional[str], size: int, seed: int,
+                   progress: bool) -> dict:
+    """`get_dataset(name).export_mirror(...)`, passing `n` and `images` only to a mirror that takes them."""
+    import inspect
+
+    from wsl_bench.data.registry import DatasetError, get_dataset, has_mirror
+
+    try:
+        ds = get_dataset(name)
+        if not has_mirror(type(ds)):
+            return ds.export_mirror(out, size=size, seed=seed, progress=progress)  # says which datasets have one
+        takes = inspect.signature(ds.export_mirror).parameters
+        extra: dict = {}
+        if n is not None:
+            if "n" not in takes:
+                _fail(f"--mirror {name} writes only the dataset's annotated images; drop --n")
+            extra["n"] = n
+        if images is not None:
+            if "images" not in takes:
+                _fail(f"--mirror {name} writes a fixed set of images and takes no --images; drop --images")
+            try:
+                extra["images"] = mirror_images(images)
+            except ValueError as exc:
+                _fail(str(exc))
+        return ds.export_mirror(out, size=size, seed=seed, progress=progress, **extra)
+    except DatasetError as exc:
+        _fail(str(exc))
+
+
+@datasets_app.command("list")
+def list_datasets(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (with each dataset's mapping table)."),
+) -> None:
+    """Every registered dataset: what it is, what it localizes (suite findings), masks, readers, where to get it.
+
+    Example: wsl-bench datasets list --json
+    """
+    from wsl_bench.data.registry import available_datasets, describe, entry_point_errors
+
+    rows = [describe(cls()) for cls in available_datasets().values()]
+    for err in entry_point_errors():
+        typer.secho(f"warning: {err}", fg=typer.colors.YELLOW, err=True)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    yes = {True: "yes", False: "no"}
+    for r in rows:
+        masks = "exact" if r["exact_masks"] else yes[r["has_masks"]]
+        typer.echo(f"{r['name']}\n  {r['description']}")
+        typer.echo(f"  localizes (suite findings): {', '.join(r['localizes']) or '(none)'}")
+        typer.echo(f"  masks: {masks}   readers: {yes[r['readers']]}   needs --root: {yes[r['needs_root']]}   "
+                   f"mirror: {yes[r['mirror']]}")
+        typer.echo(f"  source: {r['source']}")
 
 
 @datasets_app.command("info")
 def info(
-    data: str = typer.Option("nih", "--data", help="nih or synth."),
-    root: Optional[Path] = typer.Option(None, "--root", help="NIH data root (for --data nih)."),
+    data: str = typer.Option("nih", "--data", help="A registered dataset (see `wsl-bench datasets list`)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="The dataset folder (for datasets read from disk)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    seed: int = typer.Option(0, "--seed", help="SynthCXR seed (for --data synth)."),
+    seed: int = typer.Option(0, "--seed", help="Cohort seed (for --data synth)."),
 ) -> None:
     """Counts, split sizes, boxes per label and missing files of a dataset.
 
     Example: wsl-bench datasets info --data nih --root /data/ChestX-ray14 --json
     """
-    if data == "nih":
-        from wsl_bench.data.nih import NIHDataError, dataset_info
+    from wsl_bench.data.registry import DatasetError, get_dataset
 
-        if root is None:
-            _fail("--data nih needs --root DIR (the folder holding images_001… and the CSVs)")
-        try:
-            d = dataset_info(root)
-        except NIHDataError as exc:
-            _fail(str(exc))
-    elif data == "synth":
-        from wsl_bench.data.synth import SynthConfig, synth_info
-
-        d = synth_info(SynthConfig(seed=seed))
-    else:
-        _fail(f"unknown --data {data!r}; choose nih or synth")
+    try:
+        d = get_dataset(data).info(root, seed=seed)
+    except DatasetError as exc:
+        _fail(str(exc))
     if as_json:
         typer.echo(json.dumps(d, indent=2, sort_keys=True))
     else:

@@ -15,14 +15,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from wsl_bench.data import assets
-from wsl_bench.data.schema import BOX_COLUMNS, CXRDataset, Cohort
+from wsl_bench.data.schema import CXRDataset, Cohort
 from wsl_bench.data.tables import read_bbox_list, read_data_entry, read_id_list
 from wsl_bench.labels import FINDINGS
 
@@ -231,12 +231,14 @@ class NIHDataset(CXRDataset):
         return ds
 
 
-def _patient_val_split(patients: list[str], val_fraction: float, seed: int) -> set[str]:
-    """Patients for validation: a seeded, order-independent pick of ~val_fraction of them."""
+def patient_pick(patients: Iterable[str], fraction: float, seed: int) -> set[str]:
+    """A seeded, order-independent pick of round(fraction * n) of the n distinct patients: those that
+    come first by sha256("<seed>:<patient>"). NIH's validation patients, and the film datasets' test
+    and validation patients."""
     uniq = sorted(set(patients))
     key = [hashlib.sha256(f"{seed}:{p}".encode()).hexdigest() for p in uniq]
     order = [p for _, p in sorted(zip(key, uniq))]
-    return set(order[: int(round(val_fraction * len(order)))])
+    return set(order[: int(round(fraction * len(order)))])
 
 
 @dataclass
@@ -341,7 +343,7 @@ def load_nih(
                 raise
             skipped.append(iid)
             sizes.pop(iid, None)
-    val_patients = _patient_val_split([entries.at[i, "patient_id"] for i in t.train_val if i in sizes], val_fraction, seed)
+    val_patients = patient_pick([entries.at[i, "patient_id"] for i in t.train_val if i in sizes], val_fraction, seed)
     if cache_dir is None:
         from wsl_bench.data.image_cache import default_folder
 

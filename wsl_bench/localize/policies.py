@@ -1,15 +1,18 @@
-"""Heatmap -> candidate boxes: the named policies of wsl-bench.
+"""Heatmap -> candidate boxes: the single-map part of the box policies.
+
+`BoxPolicy` is what a policy applies to one map: fixed thresholds on the [0,1]-normalised map and a
+component rule. The named policies (`wsl_bench.localize.registry`) build it:
 
 - ``wang2017`` (Wang et al., CVPR 2017): min-max normalise to 0..255, threshold at 60 and at 180,
   one box per connected component of each binary map; all of them are candidates. We compare the
   float map (not a uint8-rounded one): ``255*norm > 60``.
 - ``threshold``: one threshold tau on the [0,1] normalised map, ``components`` all or largest.
 - ``calibrated``: tau and the component rule chosen per class on a calibration split and frozen
-  (the dataset-level part lives in `wsl_bench.metrics.evaluator`); applied as a ``threshold`` policy.
+  (`wsl_bench.localize.calibrated`); applied as a ``threshold`` policy.
 - ``maxboxacc``: Choe et al.'s MaxBoxAccV2 oracle sweep, tau in 0.00, 0.01, ..., 0.99, all
-  components; an upper bound, never a headline.
+  components (`sweep_overlaps`, `wsl_bench.localize.maxboxacc`); an upper bound, never a headline.
 
-The single-map part (this module) knows nothing about datasets.
+This module knows nothing about datasets.
 """
 
 from __future__ import annotations
@@ -21,11 +24,18 @@ import numpy as np
 from wsl_bench.localize.components import Candidates, empty_candidates, level_candidates, threshold_candidates
 from wsl_bench.localize.geometry import overlaps
 
-POLICY_NAMES = ("wang2017", "threshold", "calibrated", "maxboxacc")
 COMPONENT_RULES = ("all", "largest")
 WANG2017_THRESHOLDS = (60 / 255, 180 / 255)
 # Choe et al.'s cam_curve_interval 0.01: np.arange(0, 1, 0.01).
 SWEEP_GRID = tuple(round(0.01 * i, 2) for i in range(100))
+
+
+def __getattr__(name: str):
+    if name == "POLICY_NAMES":  # the registered policy names, read when asked for (plug-ins included)
+        from wsl_bench.localize.registry import policy_names
+
+        return policy_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_rule(components: str) -> str:

@@ -13,17 +13,13 @@ import numpy as np
 import pandas as pd
 
 from wsl_bench.labels import BOX_FINDINGS
+from wsl_bench.localize.registry import threshold_key as tkey  # a threshold as summary.json keys write it
 from wsl_bench.metrics.bootstrap import grouped_replicates, percentile_ci, resample_counts, unit_codes
 
 IOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
 # Tertiles of the 984 NIH boxes' area as a fraction of the image (computed from BBox_List_2017).
 SIZE_BINS = (("small", 0.0, 0.025), ("medium", 0.025, 0.078), ("large", 0.078, math.inf))
-
-
-def tkey(t: float) -> str:
-    """Threshold as written in the issue and in summary.json keys: 0.1 -> "0.1", 0.25 -> "0.25"."""
-    return f"{float(t):g}"
 
 
 def hit_column(kind: str, t: float) -> str:

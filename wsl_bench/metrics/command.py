@@ -55,7 +55,8 @@ def score_command(
 
     if probs is not None and labels is None:
         _fail("--probs needs --labels (the ground-truth findings per image)")
-    from wsl_bench.settings import score_problems, seed_problem, whole
+    from wsl_bench.metrics.options import score_problems
+    from wsl_bench.value_checks import seed_problem, whole
 
     # every option checked before any file is read (one line listing each problem)
     problems = score_problems({"policy": policy, "n_boot": n_boot, "tau": tau, "components": components,

@@ -22,16 +22,10 @@ from wsl_bench.images import check_pixels
 from wsl_bench.io import atomic_path, write_json
 from wsl_bench.localize.geometry import overlaps, pixel_span, xywh_to_xyxy
 from wsl_bench.localize.maps import prepare, prepare_map, single_thread, working_size
-from wsl_bench.localize.policies import (
-    COMPONENT_RULES,
-    POLICY_NAMES,
-    SWEEP_GRID,
-    BoxPolicy,
-    check_rule,
-    sweep_overlaps,
-    threshold,
-    wang2017,
-)
+from wsl_bench.localize.calibrated import calibration_split
+from wsl_bench.localize.maxboxacc import MAXBOXACC_IOU
+from wsl_bench.localize.policies import SWEEP_GRID, BoxPolicy, check_rule, sweep_overlaps
+from wsl_bench.localize.registry import Policy, get_policy
 from wsl_bench.metrics.aggregate import (
     IOBB_THRESHOLDS,
     IOU_THRESHOLDS,
@@ -40,12 +34,15 @@ from wsl_bench.metrics.aggregate import (
     hit_column,
     size_bin,
     summarize_boxes,
-    tkey,
 )
 from wsl_bench.metrics.pixel import MIOU_THRESHOLDS, PxAPAccumulator, pointing_hits, prepared_region_stats
 from wsl_bench.metrics.readers import check_boxes
+from wsl_bench.metrics.registry import MapView, Metric, plugged_metrics
 
-MAXBOXACC_IOU = (0.3, 0.5, 0.7)
+__all__ = ["DEFAULT_OPTIONS", "BoxScorer", "DatasetScoring", "MapGroup", "ScoreResult", "calibration_split",
+           "resolve_options", "score", "write_result"]
+
+# The scorer's options and the built-in policies' (a registered policy may add its own, `Policy.options`).
 DEFAULT_OPTIONS = {
     "tau": 0.5,  # threshold policy (and calibrated fallback for a class with no calibration box)
     "components": None,  # all|largest; None = "all" for threshold, both tried for calibrated
@@ -72,18 +69,22 @@ class ScoreResult:
     summary: dict = field(default_factory=dict)
 
 
-def _options(policy: str, given: dict) -> dict:
-    unknown = sorted(set(given) - set(DEFAULT_OPTIONS))
+def resolve_options(policy: str, given: dict) -> dict:
+    """The resolved scoring options of `policy` (registered name) given the caller's (None = default).
+
+    Unknown options, options the policy fixes itself and out-of-range values are a ValueError."""
+    try:
+        pol = get_policy(policy)
+    except ValueError:
+        pol = None
+    known = {**DEFAULT_OPTIONS, **(pol.options if pol is not None else {})}
+    unknown = sorted(set(given) - set(known))
     if unknown:
-        raise ValueError(f"unknown scoring option(s) {unknown}; known: {', '.join(sorted(DEFAULT_OPTIONS))}")
-    if policy not in POLICY_NAMES:
-        raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICY_NAMES)}")
-    fixed = {"wang2017": ("tau", "components"), "maxboxacc": ("tau", "components")}.get(policy, ())
-    clash = [k for k in fixed if given.get(k) is not None]
-    if clash:
-        raise ValueError(f"policy {policy} fixes its own thresholds and components; drop {', '.join(clash)} "
-                         f"(or use --policy threshold / calibrated)")
-    opts = {**DEFAULT_OPTIONS, **{k: v for k, v in given.items() if v is not None}}
+        raise ValueError(f"unknown scoring option(s) {unknown}; known: {', '.join(sorted(known))}")
+    if pol is None:
+        get_policy(policy)  # the unknown-policy error, listing the registered ones
+    pol.check(given)
+    opts = {**known, **{k: v for k, v in given.items() if v is not None}}
     if opts["components"] is not None:
         check_rule(opts["components"])
     if not 0.0 <= float(opts["tau"]) < 1.0:
@@ -167,8 +168,10 @@ class BoxScorer:
     Results live in preallocated arrays indexed by box row, so the hot loop has no pandas in it.
     """
 
-    def __init__(self, policy: BoxPolicy | None, opts: dict, n_boxes: int, masks: Mapping | None = None):
+    def __init__(self, policy: BoxPolicy | None, opts: dict, n_boxes: int, masks: Mapping | None = None,
+                 plugged: list[Metric] | None = None):
         self.policy = policy
+        self.plugged = plugged_metrics() if plugged is None else plugged
         self.opts = opts
         self.masks = masks
         self.pxap = PxAPAccumulator() if masks is not None else None
@@ -183,6 +186,9 @@ class BoxScorer:
             "n_candidates": np.zeros(n_boxes),
             **{fp_column(t): np.zeros(n_boxes) for t in opts["iobb_thresholds"]},
         }
+        for m in self.plugged:
+            for col in m.columns(opts):
+                self.cols[col] = np.full(n_boxes, m.missing_value, dtype=m.dtype)
 
     def accumulate(self, group: MapGroup, heatmap, sweep: bool = False):
         """Score the boxes of one map; `heatmap` None = missing map (every box a miss).
@@ -215,10 +221,14 @@ class BoxScorer:
                 c[fp_column(t)][rows] = np.nan
             grid = o["sweep_grid"]
             if work == tuple(group.size) and pm.bounds is not None:  # the upsampled map at the grid's levels
-                return sweep_overlaps(pm.u, True, gt, group.size, grid, ("all",), source_shape=heatmap.shape,
-                                      levels=pm.levels(grid), source=pm.source)
-            wnorm, winf = (pm.norm, informative) if work == tuple(group.size) else prepare(heatmap, work)
-            return sweep_overlaps(wnorm, winf, gt, group.size, grid, ("all",), source_shape=heatmap.shape)
+                swept = sweep_overlaps(pm.u, True, gt, group.size, grid, ("all",), source_shape=heatmap.shape,
+                                       levels=pm.levels(grid), source=pm.source)
+            else:
+                wnorm, winf = (pm.norm, informative) if work == tuple(group.size) else prepare(heatmap, work)
+                swept = sweep_overlaps(wnorm, winf, gt, group.size, grid, ("all",), source_shape=heatmap.shape)
+            if self.plugged:
+                self._accumulate_plugged(group, heatmap, pm, None)
+            return swept
         cand = self.policy.candidates_of(pm)
         if len(cand):
             iou, iobb = overlaps(gt, cand.boxes)
@@ -228,7 +238,26 @@ class BoxScorer:
             for t in o["iobb_thresholds"]:
                 c[fp_column(t)][rows] = np.count_nonzero(cand_best <= t)
         c["n_candidates"][rows] = len(cand)
+        if self.plugged:
+            self._accumulate_plugged(group, heatmap, pm, cand.boxes)
         return None
+
+    def _accumulate_plugged(self, group: MapGroup, heatmap, pm, candidates) -> None:
+        """The registered metrics' `accumulate` on one map, after the built-in ones."""
+        mask = self.masks.get(group.key) if self.masks is not None else None
+        view = MapView(group.key, group.image_id, group.label, tuple(group.size), group.gt, heatmap, candidates,
+                       mask, pm)
+        for m in self.plugged:
+            declared = m.columns(self.opts)
+            values = m.accumulate(view) or {}
+            stray = sorted(set(values) - set(declared))
+            if stray:
+                raise ValueError(f"metric {m.name!r} returned column(s) {stray} that its columns() does not declare")
+            for col, v in values.items():
+                if np.ndim(v) not in (0, 1) or (np.ndim(v) == 1 and len(v) != len(group.rows)):
+                    raise ValueError(f"metric {m.name!r}, column {col!r}, map {group.key!r}: expected one value or "
+                                     f"one per box ({len(group.rows)}), got shape {np.shape(v)}")
+                self.cols[col][group.rows] = v
 
     def compute(self, boxes: pd.DataFrame) -> pd.DataFrame:
         """The scored rows of `boxes` with the result columns added."""
@@ -250,41 +279,6 @@ def _finish_rows(per_box: pd.DataFrame, opts: dict) -> pd.DataFrame:
     return per_box[[c for c in first if c in per_box.columns] + rest]
 
 
-def calibration_split(image_ids, patients: Mapping[str, str] | None, fraction: float, seed: int):
-    """Patient-disjoint split of the box images: (calibration ids, evaluation ids).
-
-    Units (patients, or images without patient ids) are shuffled with `seed` and taken into the
-    calibration half until it holds `fraction` of the images.
-    """
-    ids = sorted(set(image_ids))
-    unit_of = {i: (patients[i] if patients is not None else i) for i in ids}
-    units = sorted(set(unit_of.values()))
-    per_unit: dict[str, list[str]] = {}
-    for i in ids:
-        per_unit.setdefault(unit_of[i], []).append(i)
-    order = np.random.default_rng(seed).permutation(len(units))
-    target = fraction * len(ids)
-    calib: list[str] = []
-    for j in order:
-        if len(calib) >= target:
-            break
-        calib.extend(per_unit[units[j]])
-    calib_set = set(calib)
-    return sorted(calib_set), [i for i in ids if i not in calib_set]
-
-
-def _choose_tau(iou: np.ndarray, iou_thresholds) -> tuple[int, int, float]:
-    """Pick (rule index, tau index) maximising the mean IoU accuracy over `iou_thresholds`.
-
-    iou: [R, m, K]. Ties go to the first rule in COMPONENT_RULES order, then the lowest tau.
-    """
-    t = np.asarray(iou_thresholds, dtype=np.float64)
-    acc = (iou[..., None] > t).mean(axis=(1, 3))  # [R, K]
-    flat = int(np.argmax(acc))
-    r, k = np.unravel_index(flat, acc.shape)
-    return int(r), int(k), float(acc[r, k])
-
-
 def score(
     maps: Mapping[str, np.ndarray],
     boxes: pd.DataFrame,
@@ -304,9 +298,11 @@ def score(
     """Score heatmaps against ground-truth boxes under one box policy.
 
     maps: key "<image id>::<label>" -> 2-D map (a `HeatmapBundle` or a dict); boxes: BOX_COLUMNS;
-    image_sizes: dict id -> (h, w) or one int (default: the bundle's sizes). `policy_options`: see
-    DEFAULT_OPTIONS (tau, components, sweep_size, ...). Writes per_box.csv and summary.json to
-    `out_dir` when given.
+    image_sizes: dict id -> (h, w) or one int (default: the bundle's sizes). `policy`: a registered
+    policy name (`wsl_bench.localize.policy_names()`). `policy_options`: see DEFAULT_OPTIONS (tau,
+    components, sweep_size, ...) and the policy's own `options`. Every registered metric that is not
+    built in adds its columns and summary keys (`wsl_bench.metrics.registry`). Writes per_box.csv
+    and summary.json to `out_dir` when given.
     """
     with single_thread():
         return _score(maps, boxes, image_sizes, policy, patients, probs, labels, masks, seed, n_boot,
@@ -315,7 +311,7 @@ def score(
 
 def _score(maps, boxes, image_sizes, policy, patients, probs, labels, masks, seed, n_boot, allow_missing,
            out_dir, policy_options) -> ScoreResult:
-    opts = _options(policy, policy_options)
+    opts = resolve_options(policy, policy_options)
     boxes = check_boxes(boxes)
     if boxes.empty:
         raise ValueError("the box table is empty: there is nothing to score")
@@ -354,19 +350,25 @@ def _score(maps, boxes, image_sizes, policy, patients, probs, labels, masks, see
         )
     without_boxes = [k for k in maps if k not in groups]
 
+    pol = get_policy(policy)
+    plugged = plugged_metrics()
     summary_extra: dict = {}
-    if policy in ("wang2017", "threshold"):
-        pol = wang2017() if policy == "wang2017" else threshold(opts["tau"], opts["components"] or "all")
-        scorer = BoxScorer(pol, opts, len(boxes), masks)
+    if pol.dataset_level:
+        ctx = DatasetScoring(boxes, groups, maps, opts, patients, seed, masks, plugged)
+        per_box, chosen = pol.score_dataset(ctx)
+        summary_extra.update(chosen)
+        summary_extra["_pxap"] = ctx.pxap()
+    else:
+        applied = pol.single_map(opts)
+        scorer = BoxScorer(applied, opts, len(boxes), masks, plugged)
         _run(scorer, groups.values(), maps, opts, "scoring")
         per_box = scorer.compute(boxes)
-        summary_extra["policy_detail"] = pol.describe()
+        summary_extra["policy_detail"] = applied.describe()
         summary_extra["_pxap"] = scorer.pxap.compute() if scorer.pxap else None
-    elif policy == "calibrated":
-        per_box, summary_extra = _calibrated(boxes, groups, maps, patients, opts, masks, seed)
-    else:
-        per_box, summary_extra = _maxboxacc(boxes, groups, maps, opts, masks)
     per_box = _finish_rows(per_box, opts)
+    if plugged:  # the registered metrics' columns come last, in registry order
+        added = [c for m in plugged for c in m.columns(opts)]
+        per_box = per_box[[c for c in per_box.columns if c not in added] + added]
 
     summary = summarize_boxes(
         per_box,
@@ -386,9 +388,15 @@ def _score(maps, boxes, image_sizes, policy, patients, probs, labels, masks, see
         from wsl_bench.metrics.classification import auroc_summary
 
         summary["auroc"] = auroc_summary(probs, labels, patients=patients, n_boot=n_boot, seed=seed)
+    for m in plugged:
+        entries = m.compute(per_box, opts) or {}
+        stray = sorted(set(entries) - set(m.summary_keys))
+        if stray:
+            raise ValueError(f"metric {m.name!r} returned summary key(s) {stray} that its summary_keys do not declare")
+        summary.update(entries)
     summary.update(
         policy=policy,
-        policy_options=_jsonable_options(policy, opts),
+        policy_options=_jsonable_options(pol, opts),
         n_boxes=int(len(per_box)),
         n_images=int(per_box["image_id"].nunique()),
         n_maps_scored=int(len(per_box.loc[~per_box["missing"], ["image_id", "label"]].drop_duplicates())),
@@ -407,21 +415,13 @@ def _score(maps, boxes, image_sizes, policy, patients, probs, labels, masks, see
     return result
 
 
-def _jsonable_options(policy: str, opts: dict) -> dict:
-    keep = ["pointing_tolerance", "miou_thresholds"]
-    if policy == "threshold":
-        keep += ["tau", "components"]
-    if policy == "calibrated":
-        keep += ["components", "calibration_fraction", "sweep_size", "tau"]
-    if policy == "maxboxacc":
-        keep += ["sweep_size", "maxboxacc_iou"]
+def _jsonable_options(pol: Policy, opts: dict) -> dict:
+    """summary["policy_options"]: the pixel-metric options, the policy's recorded ones, the size bins."""
     out = {}
-    for k in keep:
+    for k in ("pointing_tolerance", "miou_thresholds"):
         v = opts[k]
         out[k] = [float(x) for x in v] if isinstance(v, (tuple, list)) else v
-    if policy in ("calibrated", "maxboxacc"):
-        g = list(opts["sweep_grid"])
-        out["sweep_grid"] = {"first": float(g[0]), "last": float(g[-1]), "n": len(g)}
+    out.update(pol.recorded(opts))
     out["size_bins"] = [[n, float(lo), (None if math.isinf(hi) else float(hi))] for n, lo, hi in opts["size_bins"]]
     return out
 
@@ -478,7 +478,7 @@ def _run(scorer: BoxScorer, groups, maps, opts, desc, sweep=False, policies=None
     scorer's); returns the sweeps (key -> arrays) if asked. Runs in `opts["workers"]` processes."""
 
     def work(chunk):
-        part = BoxScorer(scorer.policy, scorer.opts, len(scorer.scored), scorer.masks)
+        part = BoxScorer(scorer.policy, scorer.opts, len(scorer.scored), scorer.masks, scorer.plugged)
         sweeps = {}
         for g in chunk:
             if policies is not None:
@@ -515,7 +515,7 @@ def _sweep_only(groups, maps, opts, rules) -> dict:
                 heatmap = check_map(g.key, maps[g.key])
                 size = working_size(g.size, opts["sweep_size"])
                 grid = opts["sweep_grid"]
-                if size == tuple(g.size):  # the upsampled map at the grid's levels, as _maxboxacc
+                if size == tuple(g.size):  # the upsampled map at the grid's levels, as BoxScorer's sweep
                     pm = prepare_map(heatmap, size)
                     pm.prefetch()
                     if pm.bounds is not None:
@@ -535,105 +535,34 @@ def _sweep_only(groups, maps, opts, rules) -> dict:
     return out
 
 
-def _calibrated(boxes, groups, maps, patients, opts, masks, seed):
-    image_ids = [g.image_id for g in groups.values()]
-    calib_ids, eval_ids = calibration_split(image_ids, patients, opts["calibration_fraction"], seed)
-    if not calib_ids or not eval_ids:
-        raise ValueError(
-            f"the calibrated policy needs box images from at least 2 {'patients' if patients else 'images'} "
-            f"to split them into calibration and evaluation halves"
-        )
-    calib_set = set(calib_ids)
-    calib_groups = [g for g in groups.values() if g.image_id in calib_set]
-    eval_groups = [g for g in groups.values() if g.image_id not in calib_set]
-    rules = (opts["components"],) if opts["components"] else COMPONENT_RULES
-    sweeps = _sweep_only(calib_groups, maps, opts, rules)
-    grid = list(opts["sweep_grid"])
-    by_label: dict[str, list[np.ndarray]] = {}
-    for g in calib_groups:
-        by_label.setdefault(g.label, []).append(sweeps[g.key][0])
-    chosen = {}
-    for label in sorted({g.label for g in groups.values()}):
-        if label in by_label:
-            iou = np.concatenate(by_label[label], axis=1)
-            r, k, obj = _choose_tau(iou, opts["iou_thresholds"])
-            chosen[label] = {"tau": float(grid[k]), "components": rules[r], "objective": obj,
-                             "n_calibration_boxes": int(iou.shape[1]), "fallback": False}
-        else:
-            chosen[label] = {"tau": float(opts["tau"]), "components": opts["components"] or "all",
-                             "objective": None, "n_calibration_boxes": 0, "fallback": True}
-    policies = {lab: threshold(c["tau"], c["components"]) for lab, c in chosen.items()}
-    scorer = BoxScorer(None, opts, len(boxes), masks)
-    _run(scorer, eval_groups, maps, opts, "scoring", policies=policies)
-    per_box = scorer.compute(boxes)
-    per_box["tau"] = per_box["label"].map({l: c["tau"] for l, c in chosen.items()}).astype(float)
-    per_box["components"] = per_box["label"].map({l: c["components"] for l, c in chosen.items()})
-    extra = {
-        "calibration": {
-            "thresholds": chosen,
-            "objective": "mean IoU accuracy over iou_thresholds on the calibration half",
-            "unit": "patient" if patients is not None else "image",
-            "fraction": float(opts["calibration_fraction"]),
-            "seed": int(seed),
-            "sweep_size": opts["sweep_size"],
-            "calibration_images": calib_ids,
-            "evaluation_images": eval_ids,
-            "n_calibration_images": len(calib_ids),
-            "n_evaluation_images": len(eval_ids),
-        },
-        "_pxap": scorer.pxap.compute() if scorer.pxap else None,
-    }
-    return per_box, extra
+@dataclass
+class DatasetScoring:
+    """What a dataset-level policy's `score_dataset` scores with (the protocol is
+    `wsl_bench.localize.registry.DatasetScoring`): the boxes, their map groups, the options, and
+    the scorer's streaming, sweeping and per-box tables. The PxAP of a run is the last scorer's."""
 
+    boxes: pd.DataFrame
+    groups: dict[str, MapGroup]
+    maps: Mapping
+    opts: dict
+    patients: Mapping[str, str] | None
+    seed: int
+    masks: Mapping | None = None
+    plugged: list[Metric] = field(default_factory=list)
+    last: BoxScorer | None = None
 
-def _maxboxacc(boxes, groups, maps, opts, masks):
-    scorer = BoxScorer(None, opts, len(boxes), masks)
-    sweeps = _run(scorer, groups.values(), maps, opts, "maxboxacc sweep", sweep=True)
-    grid = np.asarray(opts["sweep_grid"], dtype=np.float64)
-    k = len(grid)
-    iou = np.zeros((len(boxes), k))
-    iobb = np.zeros((len(boxes), k))
-    for g in groups.values():
-        if sweeps.get(g.key) is not None:
-            iou[g.rows] = sweeps[g.key][0][0]
-            iobb[g.rows] = sweeps[g.key][1][0]
-    deltas = np.asarray(opts["maxboxacc_iou"], dtype=np.float64)
-    labels = boxes["label"].to_numpy()
-    per_class = {}
-    taus = np.zeros(len(boxes))
-    for lab in dict.fromkeys(labels):
-        sel = labels == lab
-        acc = (iou[sel][:, :, None] > deltas).mean(axis=0)  # [K, D]
-        best_k = acc.argmax(axis=0)
-        joint_k = int(acc.mean(axis=1).argmax())
-        taus[sel] = grid[joint_k]
-        scorer.cols["best_iou"][sel] = iou[sel][:, joint_k]
-        scorer.cols["best_iobb"][sel] = iobb[sel][:, joint_k]
-        per_class[lab] = {
-            **{tkey(d): float(acc[best_k[j], j]) for j, d in enumerate(deltas)},
-            "tau": {tkey(d): float(grid[best_k[j]]) for j, d in enumerate(deltas)},
-            "maxboxacc_v2": float(np.mean([acc[best_k[j], j] for j in range(len(deltas))])),
-            "tau_joint": float(grid[joint_k]),
-        }
-    scorer.cols["tau"] = taus
-    per_box = scorer.compute(boxes)
-    pooled = (iou[:, :, None] > deltas).mean(axis=0) if len(boxes) else np.zeros((k, len(deltas)))
-    mb = {
-        "per_class": per_class,
-        "macro": {
-            **{tkey(d): float(np.mean([v[tkey(d)] for v in per_class.values()])) for d in deltas},
-            "maxboxacc_v2": float(np.mean([v["maxboxacc_v2"] for v in per_class.values()])),
-        } if per_class else None,
-        "pooled": {
-            **{tkey(d): float(pooled[:, j].max()) for j, d in enumerate(deltas)},
-            "tau": {tkey(d): float(grid[int(pooled[:, j].argmax())]) for j, d in enumerate(deltas)},
-            "maxboxacc_v2": float(pooled.max(axis=0).mean()),
-        },
-        "note": "oracle upper bound: tau chosen on the scored boxes themselves; never a headline number. "
-        "Per-box rows use each class's tau_joint (best mean accuracy over the IoU thresholds).",
-        "sweep_size": opts["sweep_size"],
-    }
-    return per_box, {"maxboxacc": mb, "_pxap": scorer.pxap.compute() if scorer.pxap else None}
+    def sweep(self, groups, rules) -> dict:
+        return _sweep_only(groups, self.maps, self.opts, rules)
+
+    def scorer(self) -> BoxScorer:
+        self.last = BoxScorer(None, self.opts, len(self.boxes), self.masks, self.plugged)
+        return self.last
+
+    def run(self, scorer: BoxScorer, groups, policies=None, sweep: bool = False, desc: str = "scoring") -> dict:
+        return _run(scorer, groups, self.maps, self.opts, desc, sweep=sweep, policies=policies)
+
+    def pxap(self) -> dict | None:
+        return self.last.pxap.compute() if self.last is not None and self.last.pxap is not None else None
 
 
 def write_result(result: ScoreResult, out_dir: str | os.PathLike) -> None:

@@ -27,8 +27,9 @@ import typer
 from wsl_bench.io import atomic_path, write_json, write_text
 from wsl_bench.labels import BOX_FINDING_INDICES, BOX_FINDINGS
 from wsl_bench.metrics.aggregate import IOBB_THRESHOLDS, IOU_THRESHOLDS, SIZE_BINS, tkey
+from wsl_bench.references import GUESS_REFERENCES, PRIOR_MAP_REFERENCES
 
-FLOOR_METHODS: tuple[str, ...] = ("prior-center", "prior-lung")
+FLOOR_METHODS: tuple[str, ...] = tuple(r for r in GUESS_REFERENCES if r in PRIOR_MAP_REFERENCES)  # centre, lung
 FLOOR_POLICIES: tuple[str, ...] = ("wang2017", "threshold", "calibrated", "maxboxacc")
 NIH_IMAGE_SIZE = 1024  # the released ChestX-ray14 PNGs are 1024 x 1024; BBox_List_2017 is in that frame
 HEADLINE_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -102,16 +103,39 @@ def nih_cohort(methods=FLOOR_METHODS, image_size: int = NIH_IMAGE_SIZE) -> Floor
 def synth_cohort(seed: int = 0, preset: str = "quick", methods=FLOOR_METHODS, progress: bool = False) -> FloorCohort:
     """The test boxes of the SynthCXR cohort a `preset` run with `seed` uses, with the references
     fitted as in that run (prior-lung: the train split's mean lung mask)."""
-    from wsl_bench.run import build_config, load_cohort
+    from wsl_bench.data.registry import get_dataset
 
-    cfg = build_config(list(methods), preset=preset, seed=seed)
-    data = load_cohort(cfg["data"], seed, progress=progress)
+    cfg = reference_config(preset, seed, methods)
+    data = get_dataset(cfg["data"]["name"]).load(cfg["data"], seed, progress=progress)
     return floor_cohort_of(data, cfg, methods, info={"preset": preset, "seed": int(seed)})
+
+
+def reference_config(preset: str, seed: int, methods=FLOOR_METHODS) -> dict:
+    """The parts of a `preset` run's config (`wsl_bench.config.build_config`) that load its cohort and fit the
+    references `methods`: seed, the data section as its dataset resolves it, and each reference's method spec."""
+    import copy
+
+    from wsl_bench.data.registry import get_dataset
+    from wsl_bench.methods import get_method_info, resolve_config
+    from wsl_bench.presets import PRESETS
+    from wsl_bench.value_checks import seed_problem
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    problem = seed_problem(seed, "seed")
+    if problem:
+        raise ValueError(problem)
+    base = copy.deepcopy(PRESETS[preset])
+    specs = {}
+    for name in methods:
+        mp = preset if preset in get_method_info(name).cls.presets else base["method_preset"]
+        specs[name] = {"registry": name, "method_preset": mp, "config": resolve_config(name, mp, None)}
+    return {"seed": int(seed), "data": get_dataset(base["data"]["name"]).resolve_config(base["data"]), "methods": specs}
 
 
 def floor_cohort_of(data, cfg: dict, methods=FLOOR_METHODS, info: dict | None = None) -> FloorCohort:
     """A loaded SynthCXR `Cohort` as a FloorCohort: its test boxes, and each reference fitted on its train
-    split as a run with config `cfg` (`wsl_bench.run.build_config`) fits it."""
+    split as a run with config `cfg` (`wsl_bench.config.build_config`, or its parts `reference_config`) fits it."""
     from wsl_bench.methods import FitContext, create_method
 
     test = data.test
@@ -141,7 +165,9 @@ def score_cohort(cohort: FloorCohort, out_dir: str | os.PathLike, methods=FLOOR_
                  n_boot: int = 1000, seed: int = 0, progress: bool = False, sweep_size: int | None = None) -> dict:
     """Score every (method, policy) into out_dir/<cohort>/<method>/<policy>/ (per_box.csv, summary.json).
 
-    `sweep_size`: the calibrated/maxboxacc sweep grid (None: the scorer's default). Returns {method: {policy: folder}}."""
+    `sweep_size`: the sweep grid of the policies that sweep (those with a `sweep_size` option: calibrated, maxboxacc;
+    None: the scorer's default). Returns {method: {policy: folder}}."""
+    from wsl_bench.localize.registry import get_policy
     from wsl_bench.metrics.evaluator import score
 
     folders: dict = {}
@@ -149,9 +175,9 @@ def score_cohort(cohort: FloorCohort, out_dir: str | os.PathLike, methods=FLOOR_
         maps = cohort.bundle(name)
         for policy in policies:
             folder = Path(out_dir) / cohort.name / name / policy
+            sweeps = sweep_size is not None and "sweep_size" in get_policy(policy).options
             score(maps, cohort.boxes, cohort.sizes, policy=policy, patients=cohort.patients, seed=seed,
-                  n_boot=n_boot, out_dir=folder, progress=progress,
-                  **({"sweep_size": sweep_size} if sweep_size is not None and policy in ("calibrated", "maxboxacc") else {}))
+                  n_boot=n_boot, out_dir=folder, progress=progress, **({"sweep_size": sweep_size} if sweeps else {}))
             folders.setdefault(name, {})[policy] = folder
     return folders
 
@@ -486,14 +512,15 @@ def floors_command(
     """
     from rich.console import Console
 
-    from wsl_bench.localize.policies import POLICY_NAMES
+    from wsl_bench.localize.registry import policy_names
     from wsl_bench.metrics.command import _fail
 
     err = Console(stderr=True)
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
-    bad = [p for p in chosen if p not in POLICY_NAMES]
+    registered = policy_names()
+    bad = [p for p in chosen if p not in registered]
     if not chosen or bad:
-        _fail(f"--policies {policies!r}: unknown policy {bad[0] if bad else '(none given)'!r}; choose from {', '.join(POLICY_NAMES)}")
+        _fail(f"--policies {policies!r}: unknown policy {bad[0] if bad else '(none given)'!r}; choose from {', '.join(registered)}")
     chosen_methods = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in chosen_methods if m not in FLOOR_METHODS]
     if not chosen_methods or bad:
@@ -550,6 +577,7 @@ __all__ = [
     "headline_table",
     "realism_gaps",
     "nih_cohort",
+    "reference_config",
     "run_floors",
     "score_cohort",
     "summary_rows",

@@ -1,7 +1,7 @@
 """The sanity instruments inside a run folder: the randomisation stage and each method's sanity summary.
 
-`wsl_bench.run` calls these; they read and write only the run folder (`heatmaps/`, `scores/`,
-`checkpoints/`) through the `Run` object handed to them.
+The run's randomization and score stages (`wsl_bench.stages`) call these; they read and write only the run
+folder (`heatmaps/`, `scores/`, `checkpoints/`) through the `Run` object handed to them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from wsl_bench.heatmaps import bundle_key, read_bundle
 from wsl_bench.io import sha256_file, write_json
 from wsl_bench.labels import BOX_FINDING_INDICES, BOX_FINDINGS
 from wsl_bench.methods import create_method, get_method_info
-from wsl_bench.metrics.sanity import GUESS_REFERENCES, PRIOR_MAP_REFERENCES, sanity_summary
+from wsl_bench.metrics.sanity import sanity_summary
+from wsl_bench.references import GUESS_REFERENCES, PRIOR_MAP_REFERENCES
 
 SANITY_KEYS = ("sanity", "sanity_images")
 RANDOMIZATION_SUFFIX = ".randomization.json"

@@ -18,12 +18,8 @@ from wsl_bench.heatmaps import bundle_key
 from wsl_bench.labels import BOX_FINDINGS
 from wsl_bench.metrics.aggregate import tkey
 from wsl_bench.metrics.bootstrap import KEY_COLUMNS, grouped_replicates, percentile_ci, resample_counts, unit_codes
+from wsl_bench.references import CEILING_REFERENCES, GUESS_REFERENCES, PRIOR_MAP_REFERENCES
 
-# The guesses (the floor; the priors among them are the references of the gain over a guess) and the
-# fully supervised ceiling; one home for these names.
-GUESS_REFERENCES: tuple[str, ...] = ("prior-center", "prior-lung", "random")
-CEILING_REFERENCES: tuple[str, ...] = ("oracle-seg",)
-PRIOR_MAP_REFERENCES: tuple[str, ...] = ("prior-lung", "prior-center")
 CHANCE = 1.0 / len(BOX_FINDINGS)
 TIE_TOLERANCE = 1e-9  # relative: masses this close count as a tie (identical maps give exact ties)
 MAX_GRID = 256  # maps finer than this (longer side) are area-averaged to it first: bounded time and memory

@@ -4,7 +4,7 @@ Everything is read from the run folders' score tables (``scores/<method>/per_box
 ``summary.json``); nothing is rescored here.
 """
 
-from wsl_bench.report.runs import REFERENCE_METHODS, ReportInputError, RunSet, load_runs
+from wsl_bench.report.runs import ReportInputError, RunSet, load_runs
 from wsl_bench.report.writer import write_report
 
-__all__ = ["REFERENCE_METHODS", "ReportInputError", "RunSet", "load_runs", "write_report"]
+__all__ = ["ReportInputError", "RunSet", "load_runs", "write_report"]

@@ -17,6 +17,7 @@ import markupsafe
 from wsl_bench.io import write_text
 from wsl_bench.labels import box_to_finding
 from wsl_bench.report.gallery import Tile
+from wsl_bench.report.label_mapping import MappingSection
 from wsl_bench.report.runs import RunSet
 from wsl_bench.report.sanity import SanitySection
 from wsl_bench.report.seeds import SeedSection
@@ -86,9 +87,10 @@ def render_html(
     provenance: list[str],
     sanity: SanitySection | None = None,
     seeds: SeedSection | None = None,
+    label_mapping: MappingSection | None = None,
 ) -> str:
     """The whole index.html; `sanity` is the first section (verdicts also go under gallery tiles), `seeds`
-    (runs that differ only in seed) the second."""
+    (runs that differ only in seed) the second; `label_mapping` (an external-validation run's) comes before them."""
     refs = {n: m.is_reference for n, m in rs.methods.items()}
     verdicts = sanity.verdicts if sanity is not None else {}
     tile_ctx = []
@@ -126,6 +128,13 @@ def render_html(
             "verdict": inline_markdown(seeds.verdict),
             "rules": [inline_markdown(r) for r in seeds.rules],
             "notes": [inline_markdown(n) for n in seeds.notes],
+        },
+        label_mapping=None if label_mapping is None else {
+            "title": label_mapping.title,
+            "intro": inline_markdown(label_mapping.intro),
+            "rows": label_mapping.rows,
+            "unused": ", ".join(label_mapping.unused) or "none",
+            "csv": label_mapping.csv,
         },
         figures=[{"stem": f.stem, "title": f.title, "caption": f.caption, "src": f.png.relative_to(out_dir).as_posix()} for f in figures],
         tiles=tile_ctx,

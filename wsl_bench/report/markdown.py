@@ -6,7 +6,9 @@ from pathlib import Path
 
 import shlex
 
-from wsl_bench.report.runs import REFERENCE_METHODS, RunSet
+from wsl_bench.references import GUESS_REFERENCES
+from wsl_bench.report.readers import per_reader_markdown
+from wsl_bench.report.runs import RunSet
 from wsl_bench.report.sanity import CEILING_METHODS, SanitySection
 from wsl_bench.report.seeds import SeedSection
 from wsl_bench.report.tables import SIG_MARK, Table, to_markdown
@@ -15,17 +17,23 @@ from wsl_bench.report.tables import SIG_MARK, Table, to_markdown
 def run_command(rs: RunSet, run_dir: Path) -> str | None:
     """The `wsl-bench run` line that reproduces a run folder, or None when it cannot be told exactly.
 
-    Rebuilt from config.yaml (preset, seed, methods) and accepted only if it gives the same config hash
-    as the manifest, so a run made with --set overrides or --ablate never gets a wrong command.
+    The run records its command line in manifest.json with the config hash it resolved to; that line is
+    given when the hash is the folder's. A folder without the record: the line is rebuilt from config.yaml
+    (preset, seed, methods) and accepted only if it gives the same config hash as the manifest, so a run
+    made with --set overrides or --ablate never gets a wrong command.
     """
     cfg, mf = rs.configs.get(run_dir, {}), rs.manifests.get(run_dir, {})
-    # the references `wsl-bench run` adds by itself (the guesses, and the ceiling on SynthCXR); the config
+    recorded = mf.get("command")
+    if (isinstance(recorded, dict) and isinstance(recorded.get("argv"), list) and recorded["argv"]
+            and mf.get("config_hash") and recorded.get("config_hash") == mf["config_hash"]):
+        return shlex.join(str(a) for a in recorded["argv"])
+    # the references `wsl-bench run` adds by itself (the guesses, and the ceiling on exact masks); the config
     # hash check below refuses the command should that rule ever not rebuild the run's method list
-    order = [m for m in cfg.get("methods_order", []) if m not in REFERENCE_METHODS and m not in CEILING_METHODS]
+    order = [m for m in cfg.get("methods_order", []) if m not in GUESS_REFERENCES and m not in CEILING_METHODS]
     if not (cfg.get("preset") and mf.get("config_hash") and order):
         return None
     try:
-        from wsl_bench.run import build_config, run_config_hash
+        from wsl_bench.config import build_config, run_config_hash
 
         data = cfg.get("data", {}) or {}
         rebuilt = build_config(order, data=data.get("name"), root=data.get("root"), preset=cfg["preset"], seed=int(cfg.get("seed", 0)))
@@ -48,6 +56,9 @@ def provenance_lines(rs: RunSet) -> list[str]:
         data = rs.configs.get(d, {}).get("data")
         if isinstance(data, dict) and data.get("name"):
             bits.append(f"data {data['name']}" + (f" at {data['image_size']} px" if data.get("image_size") else ""))
+        test = rs.configs.get(d, {}).get("test_data")
+        if isinstance(test, dict) and test.get("name"):
+            bits.append(f"test split of {test['name']} (external validation)")
         policies = sorted({str(m.summary.get("policy", "?")) for m in rs.methods.values() if m.run_dir == d})
         bits.append("policy " + ", ".join(policies))
         for key, title in (("preset", "preset"), ("seed", "seed"), ("git_revision", "git"), ("data_fingerprint", "data"),
@@ -70,9 +81,11 @@ def render_markdown(
     command: str,
     sanity: SanitySection | None = None,
     seeds: SeedSection | None = None,
+    label_mapping: list[str] | None = None,
 ) -> str:
     """The whole report.md; `figures` are (title, relative PNG path) pairs; `sanity` is the first section,
-    `seeds` (runs that differ only in seed) the second."""
+    `seeds` (runs that differ only in seed) the second; `label_mapping` (the lines of an external-validation
+    run's mapping section) comes before them."""
     runs = [c for c in (run_command(rs, d) for d in rs.run_dirs) if c]
     out = [
         "# wsl-bench report",
@@ -97,12 +110,14 @@ def render_markdown(
             "",
         ]
     out += [f"> {n}" for n in notes] + ([""] if notes else [])
+    out += label_mapping or []
     if sanity is not None:
         out += sanity_markdown(sanity)
     if seeds is not None and seeds.tables:
         out += seeds_markdown(seeds)
     for t in tables:
         out += [f"## {t.title}", "", t.caption, "", to_markdown(t.display, t.bold), f"CSV: `tables/{t.name}.csv`, LaTeX: `tables/{t.name}.tex`", ""]
+    out += per_reader_markdown(rs)
     for title, rel in figures:
         out += [f"## {title}", "", f"![{title}]({rel})", ""]
     return "\n".join(out).rstrip() + "\n"

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-# Sanity baselines every report shows (baselines/priors.py registers them); listed after the others.
-REFERENCE_METHODS: tuple[str, ...] = ("prior-center", "prior-lung", "random")
+# The guesses (sanity baselines every report shows; baselines/priors.py registers them) are listed after the others.
+from wsl_bench.references import GUESS_REFERENCES
 
 PER_BOX_COLUMNS = ("image_id", "label", "x", "y", "w", "h", "size_bin", "best_iou", "best_iobb", "pointing_hit")
 
@@ -45,7 +45,7 @@ class MethodScores:
 
     @property
     def is_reference(self) -> bool:
-        return self.method in REFERENCE_METHODS
+        return self.method in GUESS_REFERENCES
 
 
 @dataclass
@@ -132,7 +132,7 @@ def _methods_of(run_dir: Path) -> list[str]:
 def _order(names: list[str], config_order: list[str]) -> list[str]:
     """Methods in the order the run asked for them, sanity baselines last."""
     rank = {m: i for i, m in enumerate(config_order)}
-    return sorted(names, key=lambda m: (m in REFERENCE_METHODS, rank.get(m, len(rank)), m))
+    return sorted(names, key=lambda m: (m in GUESS_REFERENCES, rank.get(m, len(rank)), m))
 
 
 def load_runs(run_dirs: list[Path] | list[str]) -> RunSet:

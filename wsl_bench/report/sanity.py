@@ -17,12 +17,13 @@ import pandas as pd
 
 from wsl_bench.labels import BOX_FINDINGS
 from wsl_bench.metrics.aggregate import SIZE_BINS as METRIC_SIZE_BINS
+from wsl_bench.references import CEILING_REFERENCES as CEILING_METHODS  # the supervised ceiling
+from wsl_bench.references import GUESS_REFERENCES
 from wsl_bench.report import summary_access as sa
-from wsl_bench.report.runs import REFERENCE_METHODS, MethodScores, RunSet
+from wsl_bench.report.runs import MethodScores, RunSet
 from wsl_bench.report.tables import MACRO, SIG_MARK, Table, display_label
 
 SANITY_T = "0.3"  # the T(IoU) the section reads accuracy and gains at
-CEILING_METHODS: tuple[str, ...] = ("oracle-seg",)  # the fully supervised ceiling (SynthCXR only)
 CHANCE = 1.0 / len(BOX_FINDINGS)
 RANDOMISATION_MAX = 0.5  # CI low above this: the map barely changes when the weights are re-initialised
 CLASS_CORRELATION_MAX = 0.9  # mean class-map correlation at or above this: nearly one map for every class
@@ -83,7 +84,7 @@ def role_of(m: MethodScores) -> str:
     role = (m.summary.get("sanity") or {}).get("role") if isinstance(m.summary.get("sanity"), dict) else None
     if role in ("guess", "ceiling", "method"):
         return role
-    return "guess" if m.method in REFERENCE_METHODS else "ceiling" if m.method in CEILING_METHODS else "method"
+    return "guess" if m.method in GUESS_REFERENCES else "ceiling" if m.method in CEILING_METHODS else "method"
 
 
 @dataclass

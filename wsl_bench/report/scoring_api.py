@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 
-
 @dataclass(frozen=True)
 class Comparison:
     """A paired bootstrap comparison of one metric, method minus reference."""
@@ -48,26 +47,16 @@ def paired_comparison(
 
 
 def policy_for(summary: dict, label: str):
-    """The box policy the scorer applied to maps of `label` (frozen per-class tau when calibrated)."""
-    from wsl_bench.localize import threshold, wang2017
+    """The box policy the scorer applied to maps of `label` (frozen per-class tau when calibrated),
+    rebuilt by the registered policy named in summary.json (`Policy.from_summary`)."""
+    from wsl_bench.localize import get_policy
 
     name = str(summary.get("policy", "wang2017"))
-    opts = summary.get("policy_options", {}) or {}
-    if name == "wang2017":
-        return wang2017()
-    if name == "threshold":
-        return threshold(float(opts.get("tau", 0.5)), opts.get("components") or "all")
-    if name == "calibrated":
-        chosen = summary.get("calibration", {}).get("thresholds", {}).get(label)
-        if chosen is None:
-            raise KeyError(f"summary.json has no calibrated threshold for {label!r}")
-        return threshold(float(chosen["tau"]), chosen.get("components") or "all")
-    if name == "maxboxacc":
-        per_class = (summary.get("maxboxacc") or {}).get("per_class", {})
-        if label not in per_class:
-            raise KeyError(f"summary.json has no MaxBoxAcc threshold for {label!r}")
-        return threshold(float(per_class[label]["tau_joint"]), "all")
-    raise ValueError(f"unknown policy {name!r} in summary.json")
+    try:
+        policy = get_policy(name)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (summary.json names it); register that policy before reading these scores") from None
+    return policy.from_summary(summary, label)
 
 
 def predicted_boxes(summary: dict, heatmap: np.ndarray, orig_size: tuple[int, int], label: str) -> list[tuple[float, float, float, float]]:

@@ -17,7 +17,7 @@ import math  # noqa: E402
 import matplotlib.colors as mcolors  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from wsl_bench.report.runs import REFERENCE_METHODS  # noqa: E402
+from wsl_bench.references import GUESS_REFERENCES  # noqa: E402
 
 REFERENCE_COLORS = {"prior-center": "#555555", "prior-lung": "#8c8c8c", "random": "#bdbdbd"}
 CEILING_COLOR = "#1a1a1a"  # the supervised ceiling (oracle-seg): near-black, dotted in the curves
@@ -60,7 +60,7 @@ def method_colors(
     With `groups` (figure panels, from `panel_groups`), the methods of one panel take distinct hues from
     one palette variant and each panel the next variant, so colours differ within a panel and, as far
     as the palettes allow, across panels; names in no group and no reference are drawn near-black."""
-    refs = references or {n: n.rsplit("/", 1)[-1] in REFERENCE_METHODS for n in names}
+    refs = references or {n: n.rsplit("/", 1)[-1] in GUESS_REFERENCES for n in names}
     if groups:
         out: dict[str, str] = {}
         used: set[str] = set()

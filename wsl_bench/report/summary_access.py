@@ -1,4 +1,4 @@
-"""Read values and confidence intervals out of a scoring `summary.json` (schema: issue 3).
+"""Read values and confidence intervals out of a scoring `summary.json` (schema: docs/scoring.md).
 
 The scorer writes ``summary[metric][LABEL][T]`` with LABEL a box-file finding label or "macro" and
 T the threshold as written in the protocol ("0.1", "0.25", ...). Labels are looked up in both the
@@ -11,9 +11,11 @@ import math
 from typing import Any
 
 from wsl_bench.labels import box_to_finding, finding_to_box
+from wsl_bench.metrics.registry import get_metric
 
-IOU_THRESHOLDS: tuple[str, ...] = ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7")
-IOBB_THRESHOLDS: tuple[str, ...] = ("0.1", "0.25", "0.5", "0.75", "0.9")
+# The thresholds the report's tables list, as the metrics declare them (their default thresholds).
+IOU_THRESHOLDS: tuple[str, ...] = get_metric("iou_acc").threshold_keys()
+IOBB_THRESHOLDS: tuple[str, ...] = get_metric("iobb_acc").threshold_keys()
 HEADLINE_IOU = "0.5"
 
 NAN = float("nan")

@@ -273,30 +273,30 @@ def auroc_box_table(rs: RunSet, zero_shot: list[str] | None = None) -> Table | N
     )
 
 
-OTHER_METRICS = (
-    ("pointing", "Pointing game"),
-    ("miou", "mIoU"),
-    ("cnr", "CNR"),
-    ("mean_best_iou", "Mean best IoU"),
-    ("pxap", "PxAP"),
-)
+def other_metrics() -> list[tuple[str, str]]:
+    """(summary key, title) of every registered metric whose summary entry is one value per class and
+    macro (pointing, mIoU, CNR, mean best IoU, PxAP, and any metric registered since), in registry order."""
+    from wsl_bench.metrics.registry import available_metrics
+
+    return [(m.summary_keys[0], m.title) for m in available_metrics().values() if m.kind == "per_class"]
 
 
 def other_metrics_table(rs: RunSet) -> Table | None:
     """Macro pointing game, mIoU (AFLoc / cheXlocalize style), CNR, mean best IoU and PxAP with CIs:
     the scorer's other views of the same maps, for comparing with tools that report those."""
+    listed = other_metrics()
     rows = []
     for name, m in rs.methods.items():
-        for key, _ in OTHER_METRICS:
+        for key, _ in listed:
             lo, hi = sa.ci(m.summary, key, MACRO)
             rows.append(dict(method=name, label=key, threshold="", value=sa.value(m.summary, key, MACRO), ci_low=lo, ci_high=hi))
     long = pd.DataFrame(rows)
-    present = [k for k, _ in OTHER_METRICS if long.loc[long["label"] == k, "value"].notna().any()]
+    present = [k for k, _ in listed if long.loc[long["label"] == k, "value"].notna().any()]
     if not present:
         return None
     long = long[long["label"].isin(present)].reset_index(drop=True)
     display, bold, values = _wide(long, ["method"], "label", present, list(rs.methods))
-    titles = dict(OTHER_METRICS)
+    titles = dict(listed)
     display = display.rename(columns=titles).rename_axis(index="Method", columns=None)
     bold.columns = values.columns = display.columns
     return Table(
@@ -313,47 +313,39 @@ def other_metrics_table(rs: RunSet) -> Table | None:
 
 
 def policy_tables(rs: RunSet) -> list[Table]:
-    """What the box policy chose: calibrated τ per class (frozen on the calibration half), and the
-    MaxBoxAccV2 oracle numbers (an upper bound, never a headline) when a run used those policies."""
-    out = []
-    cal_rows, mba_rows = [], []
+    """What each run's box policy chose, one table per policy that declares one (`Policy.report_table`,
+    e.g. calibrated τ per class frozen on the calibration half, and the MaxBoxAccV2 oracle numbers, an
+    upper bound, never a headline), in registry order. A policy not registered here is skipped."""
+    from wsl_bench.localize import get_policy, policy_names
+
+    by_policy: dict[str, list[tuple[dict, str]]] = {}
     for name, m in rs.methods.items():
-        policy = m.summary.get("policy")
-        if policy == "calibrated":
-            for label, c in (m.summary.get("calibration", {}).get("thresholds") or {}).items():
-                cal_rows.append(dict(method=name, label=label, threshold="", value=float(c["tau"]), ci_low=math.nan,
-                                     ci_high=math.nan, components=c.get("components"), fallback=bool(c.get("fallback")),
-                                     n_calibration_boxes=int(c.get("n_calibration_boxes", 0))))
-        elif policy == "maxboxacc":
-            mb = m.summary.get("maxboxacc") or {}
-            for label, c in (mb.get("per_class") or {}).items():
-                mba_rows.append(dict(method=name, label=label, threshold="", value=sa.num(c.get("maxboxacc_v2")),
-                                     ci_low=math.nan, ci_high=math.nan, tau_joint=sa.num(c.get("tau_joint"))))
-            if mb.get("macro"):
-                mba_rows.append(dict(method=name, label=MACRO, threshold="", value=sa.num(mb["macro"].get("maxboxacc_v2")),
-                                     ci_low=math.nan, ci_high=math.nan, tau_joint=math.nan))
-    if cal_rows:
-        long = pd.DataFrame(cal_rows)
+        pname = str(m.summary.get("policy"))
+        if pname not in policy_names():
+            continue
+        for c in get_policy(pname).chosen(m.summary):
+            row = dict(method=name, label=c.label, threshold="", value=c.value, ci_low=math.nan, ci_high=math.nan,
+                       **c.extra)
+            by_policy.setdefault(pname, []).append((row, c.note))
+    out = []
+    for pname in policy_names():
+        spec = get_policy(pname).report_table
+        if spec is None or not by_policy.get(pname):
+            continue
+        long = pd.DataFrame([row for row, _ in by_policy[pname]])
         methods = list(dict.fromkeys(long["method"]))
-        display, _, values = _wide(long, ["method"], "label", list(BOX_FINDINGS), methods)
-        comp = long.pivot(index="method", columns="label", values="components").reindex(index=methods, columns=list(BOX_FINDINGS))
-        fb = long.pivot(index="method", columns="label", values="fallback").reindex(index=methods, columns=list(BOX_FINDINGS))
-        display = display.where(display == "–", display + " (" + comp.astype(str) + ")" + fb.map(lambda f: " †" if f is True else ""))
+        columns = [*BOX_FINDINGS, MACRO] if spec.macro else list(BOX_FINDINGS)
+        display, bold, values = _wide(long, ["method"], "label", columns, methods)
+        notes = pd.DataFrame([(row["method"], row["label"], note) for row, note in by_policy[pname]],
+                             columns=["method", "label", "note"])
+        notes = notes.drop_duplicates(["method", "label"]).pivot(index="method", columns="label", values="note")
+        notes = notes.reindex(index=methods, columns=columns).fillna("")
+        display = display.where(display == "–", display + notes)
         display = display.rename(columns=display_label).rename_axis(index="Method", columns=None)
         values.columns = display.columns
-        out.append(Table("calibration", "Calibrated box thresholds",
-                         "τ on the [0, 1]-normalised map and component rule per class, chosen on the patient-disjoint "
-                         "calibration half of the box images and frozen for the other half († no calibration box: the "
-                         "default τ).", long, display, None, values))
-    if mba_rows:
-        long = pd.DataFrame(mba_rows)
-        methods = list(dict.fromkeys(long["method"]))
-        display, bold, values = _wide(long, ["method"], "label", [*BOX_FINDINGS, MACRO], methods)
-        display = display.rename(columns=display_label).rename_axis(index="Method", columns=None)
-        bold.columns = values.columns = display.columns
-        out.append(Table("maxboxacc", "MaxBoxAccV2 (oracle upper bound)",
-                         "Choe et al.'s MaxBoxAccV2: mean over IoU 0.3/0.5/0.7 of the accuracy at the best τ per class, "
-                         "τ chosen on the scored boxes themselves; an upper bound, not a result.", long, display, bold, values))
+        if spec.bold:
+            bold.columns = display.columns
+        out.append(Table(spec.name, spec.title, spec.caption, long, display, bold if spec.bold else None, values))
     return out
 
 

@@ -10,8 +10,10 @@ import pandas as pd
 
 from wsl_bench.io import atomic_path, write_text
 from wsl_bench.labels import BOX_FINDINGS
+from wsl_bench.references import GUESS_REFERENCES
 from wsl_bench.report import figures as F
 from wsl_bench.report import gallery as G
+from wsl_bench.report import label_mapping as LM
 from wsl_bench.report import sanity as S
 from wsl_bench.report import seeds as SD
 from wsl_bench.report import summary_access as sa
@@ -160,7 +162,7 @@ def build_gallery(
             return None
         try:
             return predicted_boxes(m.summary, heatmap, size, label)
-        except KeyError as exc:  # e.g. a calibrated run with no threshold for this class
+        except (KeyError, ValueError) as exc:  # no threshold for this class, or a policy not registered here
             failed.add(m.name)
             notes.append(f"Gallery of {m.name}: no predicted boxes ({exc}).")
             return None
@@ -236,7 +238,7 @@ def write_report(
     panels = panel_groups([n for n in rs.names if n in families], families)
     colors = method_colors(rs.names, {n: m.is_reference for n, m in rs.methods.items()}, panels if len(panels) > 1 else None)
     notes: list[str] = []
-    missing_refs = [r for r in ("prior-center", "prior-lung", "random") if not any(m.method == r for m in rs.methods.values())]
+    missing_refs = [r for r in GUESS_REFERENCES if not any(m.method == r for m in rs.methods.values())]
     if missing_refs:
         notes.append(f"Sanity baselines missing from these runs: {', '.join(missing_refs)} (`wsl-bench run` adds them).")
     for run_dir, manifest in rs.manifests.items():
@@ -263,6 +265,7 @@ def write_report(
             sig.to_csv(tmp, index=False, float_format="%.10g")
     for t in tables:
         T.write_table(t, out_dir / "tables")
+    mapping = LM.write_section(rs, out_dir / "tables")
 
     figures = build_figures(rs, tables, out_dir / "figures", colors, panels, ref_lines)
     verdicts = {n: a.verdict for n, a in sanity.verdicts.items() if a.fails}
@@ -274,9 +277,10 @@ def write_report(
 
     provenance = provenance_lines(rs)
     md = render_markdown(rs, tables, [(f.title, f"figures/{f.png.name}") for f in figures], reference, notes, command, sanity,
-                         seeds)
+                         seeds, LM.section_markdown(mapping) if mapping is not None else [])
     write_text(out_dir / "index.html",
-               render_html(rs, out_dir, tables, figures, tiles, colors, reference, notes, command, provenance, sanity, seeds))
+               render_html(rs, out_dir, tables, figures, tiles, colors, reference, notes, command, provenance, sanity, seeds,
+                           mapping))
     path = out_dir / "report.md"
     write_text(path, md)
     return path

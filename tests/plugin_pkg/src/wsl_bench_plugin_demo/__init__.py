@@ -1,7 +1,8 @@
 """A tiny CAM network registered as method `tiny-cam`: the smallest real trainable method.
 
-It is what a user writes to bring their own method (see docs/harness.md): a net, `fit` through
-`wsl_bench.training.train_module`, weights saved as a plain state_dict, `explain` returning class maps.
+It is what a user writes to bring their own method (see docs/contributing.md): a net, `fit` through
+`wsl_bench.training.train_module`, weights saved in the suite's one checkpoint format
+(`wsl_bench.checkpoints`: ``model.safetensors`` + ``model.json``), `explain` returning class maps.
 
 Fault injection for the harness's kill-and-resume tests (test use only): with WSL_DEMO_KILL_AT_STEP=N the
 process SIGKILLs itself after training step N; with WSL_DEMO_KILL_AT_EXPLAIN=N, at its N-th explain call.
@@ -18,6 +19,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from wsl_bench.checkpoints import load_checkpoint, save_checkpoint
 from wsl_bench.labels import NUM_FINDINGS
 from wsl_bench.methods import Method, register_method
 from wsl_bench.training import ClassifierModule, train_module
@@ -74,13 +76,13 @@ class TinyCAM(Method):
         self.save(ctx.checkpoint_dir)
 
     def save(self, directory: Path) -> None:
-        from wsl_bench.io import atomic_path
-
-        with atomic_path(Path(directory) / "model.pt") as tmp:
-            torch.save(self.net.state_dict(), tmp)
+        save_checkpoint(directory, self.net.state_dict(), {"width": int(self.config.get("width", 8))})
 
     def load(self, directory: Path) -> None:
-        self.net.load_state_dict(torch.load(Path(directory) / "model.pt", map_location="cpu", weights_only=True))
+        state, shape = load_checkpoint(directory, kind="a tiny-cam checkpoint", fix="fit tiny-cam first")
+        self.config.update(shape)  # the saved width rebuilds the network the weights belong to
+        self.net = TinyCAMNet(int(self.config["width"]))
+        self.net.load_state_dict(state)
         self.net.to(self.device).eval()
 
     def to(self, device):
