@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from importlib import metadata
 from typing import Callable, Iterable
 
@@ -18,3 +19,31 @@ def load_group(group: str, entry_points: Callable[..., Iterable] | None = None) 
         except Exception as exc:
             errors.append(f"entry point {ep.name!r} ({ep.value}): {type(exc).__name__}: {exc}")
     return errors
+
+
+class Plugins:
+    """A registry's loading state: its built-in modules, then its entry-point group, imported once.
+
+    A failed import leaves it unloaded, so the next lookup tries again."""
+
+    def __init__(self, group: str, builtins: Iterable[str]):
+        self.group, self.builtins = group, tuple(builtins)
+        self.loaded = False
+        self.errors: list[str] = []
+
+    def load_entry_points(self) -> list[str]:
+        """Import the entry-point group; the errors are kept for the CLI to show."""
+        self.errors[:] = load_group(self.group)
+        return list(self.errors)
+
+    def ensure(self) -> None:
+        if self.loaded:
+            return
+        self.loaded = True  # before the imports: a module that looks the registry up while loading must not recurse
+        try:
+            for mod in self.builtins:
+                importlib.import_module(mod)
+            self.load_entry_points()
+        except BaseException:
+            self.loaded = False
+            raise

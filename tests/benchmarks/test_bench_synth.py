@@ -1,4 +1,4 @@
-"""Speed of SynthCXR generation: 5,000 images at 256x256 (issue 4 asks for <= 60 s on 2 cores).
+"""Speed of SynthCXR generation: 5,000 images at 256x256 (the target is <= 60 s on 2 cores).
 
 With --benchmark-disable (the default suite) this runs a small cohort once as a plain test.
 Timed: label sampling, anatomy bank, rendering, reports (the lung-shape templates, their boxes and the

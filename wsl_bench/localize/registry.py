@@ -14,7 +14,6 @@ Either way `from_summary` rebuilds, from `summary.json` alone, the `BoxPolicy` a
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -23,7 +22,7 @@ import numpy as np
 
 from wsl_bench.localize.components import Candidates
 from wsl_bench.localize.policies import BoxPolicy
-from wsl_bench.plugins import load_group
+from wsl_bench.plugins import Plugins
 
 ENTRY_POINT_GROUP = "wsl_bench.policies"
 
@@ -172,8 +171,7 @@ def number(v) -> float:
 
 
 _REGISTRY: dict[str, type[Policy]] = {}
-_LOADED = False
-_ENTRY_POINT_ERRORS: list[str] = []
+_PLUGINS = Plugins(ENTRY_POINT_GROUP, BUILTIN_MODULES)
 
 
 def register_policy(cls: type[Policy]) -> type[Policy]:
@@ -200,28 +198,13 @@ def unregister_policy(name: str) -> None:
 
 def load_entry_points() -> list[str]:
     """Import every module of the `wsl_bench.policies` entry-point group; returns the load errors (kept)."""
-    errors = load_group(ENTRY_POINT_GROUP)
-    _ENTRY_POINT_ERRORS[:] = errors
-    return errors
+    return _PLUGINS.load_entry_points()
 
-
-def _load_builtins() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True  # before the imports: a module that looks the registry up while loading must not recurse
-    try:
-        for mod in BUILTIN_MODULES:
-            importlib.import_module(mod)
-        load_entry_points()
-    except BaseException:
-        _LOADED = False
-        raise
 
 
 def policy_names() -> tuple[str, ...]:
     """Every registered policy name: the built-ins in `BUILTIN_MODULES` order, then the others as registered."""
-    _load_builtins()
+    _PLUGINS.ensure()
 
     def rank(name: str) -> int:
         module = _REGISTRY[name].__module__

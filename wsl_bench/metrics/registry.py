@@ -12,14 +12,13 @@ one `@register_metric`; an outside package adds its own through the entry-point 
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from wsl_bench.plugins import load_group
+from wsl_bench.plugins import Plugins
 
 ENTRY_POINT_GROUP = "wsl_bench.metrics"
 BUILTIN_MODULES: tuple[str, ...] = ("wsl_bench.metrics.builtin_metrics",)
@@ -125,8 +124,7 @@ def class_means(per_box: pd.DataFrame, column: str) -> dict[str, float | None]:
 
 
 _REGISTRY: dict[str, type[Metric]] = {}
-_LOADED = False
-_ENTRY_POINT_ERRORS: list[str] = []
+_PLUGINS = Plugins(ENTRY_POINT_GROUP, BUILTIN_MODULES)
 
 
 def _claimed(opts: dict[str, Any] | None, skip: str) -> tuple[set[str], set[str]]:
@@ -156,7 +154,7 @@ def register_metric(cls: type[Metric]) -> type[Metric]:
     if not cls.builtin:
         from wsl_bench.metrics.evaluator import DEFAULT_OPTIONS
 
-        _load_builtins()
+        _PLUGINS.ensure()
         opts = dict(DEFAULT_OPTIONS)
         cols, keys = _claimed(opts, cls.name)
         taken = sorted(set(cls().columns(opts)) & cols) + sorted(set(cls.summary_keys) & keys)
@@ -174,34 +172,19 @@ def unregister_metric(name: str) -> None:
 
 def load_entry_points() -> list[str]:
     """Import every module of the `wsl_bench.metrics` entry-point group; returns the load errors (kept)."""
-    errors = load_group(ENTRY_POINT_GROUP)
-    _ENTRY_POINT_ERRORS[:] = errors
-    return errors
+    return _PLUGINS.load_entry_points()
 
-
-def _load_builtins() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True  # before the imports: a module that looks the registry up while loading must not recurse
-    try:
-        for mod in BUILTIN_MODULES:
-            importlib.import_module(mod)
-        load_entry_points()
-    except BaseException:
-        _LOADED = False
-        raise
 
 
 def available_metrics() -> dict[str, Metric]:
     """Every registered metric by name, in registration order (built-ins first)."""
-    _load_builtins()
+    _PLUGINS.ensure()
     return {name: cls() for name, cls in _REGISTRY.items()}
 
 
 def get_metric(name: str) -> Metric:
     """The registered metric `name`, or a ValueError listing the registered ones."""
-    _load_builtins()
+    _PLUGINS.ensure()
     cls = _REGISTRY.get(str(name))
     if cls is None:
         raise ValueError(f"unknown metric {name!r}; registered: {', '.join(_REGISTRY)}")
