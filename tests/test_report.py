@@ -19,8 +19,8 @@ from wsl_bench.report.gallery import render_tile, select_extremes, select_same_c
 from wsl_bench.report.style import GT_COLOR, method_colors
 from wsl_bench.report.tables import fmt_cell, to_markdown
 
-TABLES = ("macro_iou_accuracy", "iou_accuracy", "iobb_accuracy", "size_bins", "other_metrics", "auroc", "auroc_box_findings",
-          "runtime")
+TABLES = ("macro_iou_accuracy", "iou_accuracy", "iobb_accuracy", "size_bins", "paired_differences", "other_metrics", "auroc",
+          "auroc_box_findings", "runtime")
 FIGURES = ("iou_curves", "iobb_curves", "size_bars", "class_matrix", "gallery_same_images", "gallery_best_worst")
 
 
@@ -238,6 +238,34 @@ def test_significance_marks_are_the_paired_bootstrap_of_the_scoring_room(fake_re
     assert tested["significant"].any()  # "random" is far worse than "good" on these maps
     md = (out / "report.md").read_text()
     assert "\\*" in md.split("## Macro IoU accuracy")[1].split("##")[0]
+
+
+def test_size_bin_tests_are_the_paired_bootstrap_within_the_bin(fake_report):
+    from wsl_bench.metrics import paired_bootstrap
+
+    run, out = fake_report
+    sig = pd.read_csv(out / "tables" / "significance.csv", dtype={"threshold": str})
+    a = pd.read_csv(run / "scores" / "medium" / "per_box.csv", dtype={"image_id": str, "patient_id": str})
+    b = pd.read_csv(run / "scores" / "good" / "per_box.csv", dtype={"image_id": str, "patient_id": str})
+    sizes = pd.read_csv(out / "tables" / "size_bins.csv", dtype={"threshold": str})
+    bins = [x for x in dict.fromkeys(sizes["size_bin"]) if (a["size_bin"] == x).any()]
+    assert set(sig["size_bin"]) == {"all", *bins}
+    for size_bin in bins:
+        direct = paired_bootstrap(a[a.size_bin == size_bin], b[b.size_bin == size_bin], "iou_acc@0.3", n_boot=200, seed=0)
+        row = sig[(sig.method == "medium") & (sig.size_bin == size_bin) & (sig.threshold == "0.3")]
+        assert len(row) == 1 and row["diff"].iloc[0] == pytest.approx(direct["diff"])
+        assert row["p_value"].iloc[0] == pytest.approx(direct["p_value"])
+        # the difference of the bin's macro accuracies the size table shows
+        cell = sizes[(sizes.size_bin == size_bin) & (sizes.threshold == "0.3")].set_index("method")["value"]
+        assert direct["diff"] == pytest.approx(cell["medium"] - cell["good"])
+    tested = sizes[sizes.method != "good"]
+    assert (tested["significant"] == (tested["p_value"] < 0.05)).all()
+    paired = pd.read_csv(out / "tables" / "paired_differences.csv", dtype={"threshold": str})
+    assert set(paired["threshold"]) == {"0.3", "0.5"} and set(paired["size_bin"]) == {"all", *bins}
+    assert "good" not in set(paired["method"])
+    md = (out / "report.md").read_text()
+    section = md.split("## Paired differences against good")[1].split("\n## ")[0]
+    assert "T(IoU) 0.3 · all" in section and "T(IoU) 0.5 · small" in section and "p " in section
 
 
 @pytest.mark.parametrize("policy", ["calibrated", "maxboxacc"])

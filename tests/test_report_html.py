@@ -32,7 +32,7 @@ def test_index_html_renders_cleanly_in_chromium(fake_report, tmp_path):
     srcs = {i["src"] for i in check.images}
     assert {f"figures/{p.name}" for p in (out / "figures").glob("*.png")} <= srcs
     assert {p.relative_to(out).as_posix() for p in (out / "gallery").rglob("*.jpg")} == {s for s in srcs if s.startswith("gallery/")}
-    assert check.n_tables == html.count('<table class="sortable"') == 8 and check.sorted_ok
+    assert check.n_tables == html.count('<table class="sortable"') == 9 and check.sorted_ok
     assert check.filter["consistent"] and 0 < check.filter["shown"] < check.filter["total"]
     assert check.rows_filter["consistent"] and 0 < check.rows_filter["shown"] < check.rows_filter["total"]
     assert check.screenshot.stat().st_size > 10_000

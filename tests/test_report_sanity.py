@@ -210,7 +210,7 @@ def test_clicking_a_sanity_header_sorts_it_in_chromium(sanity_report):
 
     _, out = sanity_report
     check = check_page(out / "index.html")
-    assert check.ok and check.sorted_ok and check.n_tables == 10
+    assert check.ok and check.sorted_ok and check.n_tables == 11
 
 
 # -- families, colours and the many-method report --------------------------------------------------
@@ -260,7 +260,7 @@ def test_many_methods_give_family_panels_and_galleries_under_3_mb(tmp_path):
         if p.suffix == ".png":
             assert f"(figures/{p.name})" in md
     html = (out / "index.html").read_text()
-    assert html.count('<table class="sortable"') == 10
+    assert html.count('<table class="sortable"') == 11
     assert "cam 1/2" in html  # the figure caption names the family panels
     assert 'class="verdict fail">below a guess</span>' in html
     with Image.open(out / "figures" / "iou_curves.png") as im:  # one panel per family: a 3-wide grid

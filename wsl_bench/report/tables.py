@@ -21,6 +21,8 @@ from wsl_bench.report.runs import RunSet
 
 MACRO = "macro"
 SIG_MARK = "*"
+ALL_BOXES = "all"  # significance.csv's size_bin for tests over every box
+PAIRED_THRESHOLDS = ("0.3", "0.5")  # the paired-difference table's T(IoU); every threshold is in significance.csv
 
 
 @dataclass
@@ -63,10 +65,20 @@ def _accuracy_long(rs: RunSet, metric: str, thresholds: tuple[str, ...], sig: pd
                     dict(method=name, label=label, threshold=t, value=sa.value(m.summary, metric, label, t), ci_low=lo, ci_high=hi)
                 )
     long = pd.DataFrame(rows)
-    if sig is not None and not sig.empty:
-        s = sig[sig["metric"] == metric][["method", "label", "threshold", "p_value", "significant"]]
-        long = long.merge(s, on=["method", "label", "threshold"], how="left")
-        long["significant"] = long["significant"].astype("boolean").fillna(False).astype(bool)
+    return _with_marks(long, sig, metric, ALL_BOXES, ["method", "label", "threshold"])
+
+
+def _with_marks(long: pd.DataFrame, sig: pd.DataFrame | None, metric: str, size_bin: str | None, keys: list[str]) -> pd.DataFrame:
+    """`long` with the paired test's p-value and mark of `metric` joined on `keys` (tests of one size bin,
+    or of every bin when `size_bin` is None)."""
+    if sig is None or sig.empty:
+        return long
+    s = sig[sig["metric"] == metric]
+    if size_bin is not None:
+        s = s[s["size_bin"] == size_bin]
+    s = s[[*keys, "p_value", "significant"]]
+    long = long.merge(s, on=keys, how="left")
+    long["significant"] = long["significant"].astype("boolean").fillna(False).astype(bool)
     return long
 
 
@@ -183,8 +195,9 @@ def iobb_table(rs: RunSet, sig: pd.DataFrame | None = None) -> Table:
     )
 
 
-def size_table(rs: RunSet) -> Table:
-    """Macro IoU accuracy per ground-truth box size bin (small/medium/large area fraction)."""
+def size_table(rs: RunSet, sig: pd.DataFrame | None = None) -> Table:
+    """Macro IoU accuracy per ground-truth box size bin (small/medium/large area fraction); with `sig`,
+    the paired test against the reference within each bin marks the cell."""
     rows = []
     for name, m in rs.methods.items():
         for b in sa.size_bins(m.summary):
@@ -193,6 +206,7 @@ def size_table(rs: RunSet) -> Table:
                 n = int((m.summary["by_size"][b] or {}).get("n_boxes", (m.per_box["size_bin"].astype(str) == b).sum()))
                 rows.append(dict(method=name, size_bin=b, label=MACRO, threshold=t, value=v, ci_low=lo, ci_high=hi, n_boxes=n))
     long = pd.DataFrame(rows, columns=["method", "size_bin", "label", "threshold", "value", "ci_low", "ci_high", "n_boxes"])
+    long = _with_marks(long, sig, "iou_acc", None, ["method", "size_bin", "label", "threshold"])
     bins = list(dict.fromkeys(long["size_bin"])) if len(long) else []
     rows_order = [(t, m) for t in sa.IOU_THRESHOLDS for m in rs.methods]
     display, bold, values = _wide(long, ["threshold", "method"], "size_bin", bins, rows_order)
@@ -202,7 +216,8 @@ def size_table(rs: RunSet) -> Table:
     return Table(
         "size_bins",
         "IoU accuracy by box size",
-        "Macro IoU accuracy per ground-truth box size (box area as a fraction of the image).",
+        "Macro IoU accuracy per ground-truth box size (box area as a fraction of the image)"
+        + ("; * the paired patient-bootstrap test against the reference within the bin, p < 0.05." if "significant" in long else "."),
         long,
         display,
         bold,
@@ -355,6 +370,46 @@ RUNTIME_FIELDS = (
     ("explain_s", "Explain (s)", lambda v: f"{v:.1f}"),
     ("heatmaps_per_s", "Heatmaps / s", lambda v: f"{v:.1f}"),
 )
+
+
+def _fmt_p(p: float, n_boot: int | None) -> str:
+    if math.isnan(p):
+        return "p –"
+    return f"p < {1 / n_boot:.3g}" if p == 0 and n_boot else f"p = {p:.3f}"
+
+
+def paired_table(rs: RunSet, sig: pd.DataFrame | None) -> Table | None:
+    """Each method minus the reference in macro IoU accuracy at T(IoU) 0.3 and 0.5, over all boxes and
+    per size bin: the paired patient-bootstrap difference, its 95 % CI and p-value (None without tests)."""
+    if sig is None or sig.empty:
+        return None
+    long = sig[(sig["metric"] == "iou_acc") & (sig["label"] == MACRO) & sig["threshold"].isin(PAIRED_THRESHOLDS)].copy()
+    if long.empty:
+        return None
+    reference = str(long["reference"].iloc[0])
+    n_boot = int(rs.methods[reference].summary.get("bootstrap", {}).get("n_boot", 0) or 0) or None
+    bins = [ALL_BOXES, *[b for b in dict.fromkeys(long["size_bin"]) if b != ALL_BOXES]]
+    cols = [f"T(IoU) {t} · {b}" for t in PAIRED_THRESHOLDS for b in bins]
+    long["column"] = [f"T(IoU) {t} · {b}" for t, b in zip(long["threshold"], long["size_bin"])]
+    long["cell"] = [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] {_fmt_p(p, n_boot)}" + (SIG_MARK if s else "")
+                    for d, lo, hi, p, s in zip(long["diff"], long["ci_low"], long["ci_high"], long["p_value"], long["significant"])]
+    methods = [m for m in rs.methods if m in set(long["method"])]
+    display = long.pivot(index="method", columns="column", values="cell").reindex(index=methods, columns=cols).fillna("–")
+    values = long.pivot(index="method", columns="column", values="diff").reindex(index=methods, columns=cols)
+    display = display.rename_axis(index="Method", columns=None)
+    values.index, values.columns = display.index, display.columns
+    return Table(
+        "paired_differences",
+        f"Paired differences against {reference}",
+        f"Each method's macro IoU accuracy minus {reference}'s on the same boxes, at T(IoU) "
+        + " and ".join(PAIRED_THRESHOLDS) + ", over all boxes and within each box-size bin: the difference, "
+        "its paired patient-bootstrap 95 % CI and two-sided p-value (* p < 0.05). Every threshold is in "
+        "`tables/significance.csv`.",
+        long.drop(columns=["column", "cell"]),
+        display,
+        pd.DataFrame(False, index=display.index, columns=display.columns),
+        values,
+    )
 
 
 def runtime_table(rs: RunSet) -> Table:

@@ -38,7 +38,9 @@ class Figure:
 def build_tables(rs: RunSet, sig: pd.DataFrame | None = None, zero_shot: list[str] | None = None) -> list[T.Table]:
     """Every table of the report, in reading order (AUROC only when the scorer gave AUROCs; `zero_shot`:
     the methods whose classification is zero-shot, said in the per-finding AUROC caption)."""
-    out = [T.macro_table(rs, sig), T.iou_table(rs, sig), T.iobb_table(rs, sig), T.size_table(rs)]
+    out = [T.macro_table(rs, sig), T.iou_table(rs, sig), T.iobb_table(rs, sig), T.size_table(rs, sig)]
+    paired = T.paired_table(rs, sig)
+    out += [paired] if paired is not None else []
     out += T.policy_tables(rs)
     other = T.other_metrics_table(rs)
     if other is not None:
@@ -58,18 +60,26 @@ def add_significance(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Paired patient-bootstrap comparisons of every method against `reference` (IoU and IoBB accuracy).
 
-    Macro accuracy at every threshold by default; `per_class` adds every class (a test per table cell,
-    ~9x the work; worth it on NIH-sized box sets, noise on a few boxes per class).
+    Macro accuracy at every threshold over all boxes (`size_bin` "all"), and macro IoU accuracy within
+    each box-size bin (the size table's cells); `per_class` adds every class over all boxes (a test per
+    table cell, ~9x the work; worth it on NIH-sized box sets, noise on a few boxes per class).
 
-    Returns a tidy frame (method, metric, label, threshold, diff, ci_low, ci_high, p_value, significant)
-    and notes for the report (e.g. why no test could be run).
+    Returns a tidy frame (method, reference, metric, label, size_bin, threshold, diff, ci_low, ci_high,
+    p_value, significant) and notes for the report (e.g. why no test could be run).
     """
     from wsl_bench.report.scoring_api import paired_comparison
 
     if not rs.same_data:
         return pd.DataFrame(), ["The runs scored different boxes, so no paired test against the reference was made."]
     ref = rs.methods[reference]
+    bins = sa.size_bins(ref.summary)
     rows = []
+
+    def add(name, a, b, metric, t, label, size_bin):
+        c = paired_comparison(a, b, metric, t, label, rs.patients or None, n_boot, seed)
+        rows.append(dict(method=name, reference=reference, metric=metric, label=label, size_bin=size_bin, threshold=t,
+                         diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value, significant=c.significant))
+
     for name, m in rs.methods.items():
         if name == reference:
             continue
@@ -78,9 +88,14 @@ def add_significance(
         for metric, thresholds in (("iou_acc", sa.IOU_THRESHOLDS), ("iobb_acc", sa.IOBB_THRESHOLDS)):
             for t in thresholds:
                 for label in (*labels, T.MACRO):
-                    c = paired_comparison(m.per_box, ref.per_box, metric, t, label, rs.patients or None, n_boot, seed)
-                    rows.append(dict(method=name, reference=reference, metric=metric, label=label, threshold=t,
-                                     diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value, significant=c.significant))
+                    add(name, m.per_box, ref.per_box, metric, t, label, T.ALL_BOXES)
+        for b in bins:
+            a_bin = m.per_box[m.per_box["size_bin"].astype(str) == b]
+            r_bin = ref.per_box[ref.per_box["size_bin"].astype(str) == b]
+            if a_bin.empty or r_bin.empty:
+                continue
+            for t in sa.IOU_THRESHOLDS:
+                add(name, a_bin, r_bin, "iou_acc", t, T.MACRO, b)
     return pd.DataFrame(rows), []
 
 
