@@ -21,7 +21,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # SynthCXR at 224 px (rendered at 256, resized), quick's split sizes; the methods' `standard` presets train
     # until validation mean AUROC stops improving (an epoch cap and a patience each) and explain at stride 16
-    # (14x14 maps). clarity,gradcam: about 1.4-2 h on 2 idle CPU cores, CLARiTy's part alone 41 min measured
+    # (14x14 maps). clarity,gradcam: about 1.7-2 h on 2 idle CPU cores, CLARiTy's part alone 41 min measured
     # (docs/harness.md, "Presets").
     "standard": {
         "method_preset": "standard",
