@@ -1,4 +1,4 @@
-"""One Data_Entry_2017 parser: the data room's `read_data_entry` and the scorer's `read_labels_csv` read a label
+"""One Data_Entry_2017 parser: the data package's `read_data_entry` and the scorer's `read_labels_csv` read a label
 file by the same rules, so they agree on every file either accepts and refuse the same rows."""
 
 from __future__ import annotations

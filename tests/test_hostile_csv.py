@@ -1,7 +1,7 @@
 """Hostile CSV tables: property-based fuzzing of the box and label readers.
 
 Readers: `wsl_bench.metrics.readers.read_bbox_csv / read_labels_csv / read_probs_csv` (scorer) and
-`wsl_bench.data.tables.read_data_entry` (data room). "Clear error" means a ValueError (or
+`wsl_bench.data.tables.read_data_entry` (the data package). "Clear error" means a ValueError (or
 FileNotFoundError) whose message names the CSV file; whatever a reader returns instead is clean
 (valid ids, known labels, finite numbers).
 """

@@ -221,7 +221,7 @@ def test_tile_draws_boxes_smaller_than_one_tile_pixel():
     assert tuple(tile[31, 31]) == gt
 
 
-def test_significance_marks_are_the_paired_bootstrap_of_the_scoring_room(fake_report):
+def test_significance_marks_are_the_paired_bootstrap_of_the_scorer(fake_report):
     from wsl_bench.metrics import paired_bootstrap
 
     run, out = fake_report

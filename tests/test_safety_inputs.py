@@ -1,6 +1,6 @@
-"""Hostile NIH inputs (data room API `wsl_bench.data.nih`), fuzzed: image ids can never name a file
+"""Hostile NIH inputs (data package API `wsl_bench.data.nih`), fuzzed: image ids can never name a file
 outside the image folder, and a PNG header claiming absurd dimensions is refused before decoding.
-The data room's own example-based tests are in tests/test_nih.py; these add properties."""
+The data package's own example-based tests are in tests/test_nih.py; these add properties."""
 
 from __future__ import annotations
 

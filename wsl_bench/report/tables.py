@@ -407,7 +407,7 @@ def paired_table(rs: RunSet, sig: pd.DataFrame | None) -> Table | None:
         "`tables/significance.csv`.",
         long.drop(columns=["column", "cell"]),
         display,
-        pd.DataFrame(False, index=display.index, columns=display.columns),
+        None,  # differences against the reference: no "best" to mark
         values,
     )
 
