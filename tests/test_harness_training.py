@@ -222,3 +222,25 @@ def test_last_ckpt_follows_every_epoch_even_without_improvement(tmp_path, tiny_s
     best = torch.load(tmp_path / "best.ckpt", weights_only=True)
     assert last["global_step"] == 3 * 6 and last["epoch"] == 2
     assert best["global_step"] == 6  # the first epoch's score was never beaten
+
+
+def test_sigterm_stops_the_fit_with_a_failure_status_and_the_same_call_resumes(tmp_path, tiny_splits):
+    """Lightning ends a SIGTERM'd fit with status 0; ours exits 143 so no script takes the run for done."""
+    import os
+    import signal
+
+    from lightning.pytorch.callbacks import Callback
+
+    from wsl_bench.training.trainer import SIGTERM_EXIT_STATUS
+
+    class TermAfterEpoch1(Callback):
+        def on_train_epoch_end(self, trainer, module):
+            if trainer.current_epoch == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(SystemExit) as stop:
+        _fit(tmp_path, tiny_splits, epochs=4, callbacks=[TermAfterEpoch1()])
+    assert stop.value.code == SIGTERM_EXIT_STATUS == 143
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"] == 1
+    _fit(tmp_path, tiny_splits, epochs=4)  # the same call again finishes the fit
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4 * 6

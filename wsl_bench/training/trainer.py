@@ -5,6 +5,8 @@ Our choices, documented in docs/harness.md:
   primitives), so a checkpoint is data, never code. A `last.ckpt` that does not load is moved aside to
   `last.ckpt.corrupt` and training restarts from scratch rather than trusting it.
 - Resume granularity is one epoch (`last.ckpt` is written after every validation).
+- A fit stopped by SIGTERM exits with status 143 (Lightning's own exit on SIGTERM is status 0, which would
+  tell a script or scheduler that an unfinished run succeeded); the same command resumes it.
 - `batch_size` is the global batch: N DDP ranks take batch_size / N each, so a DDP fit takes the steps of
   a 1-process fit with the same learning rate (see `per_rank_batch_size`).
 - Shuffling uses a `DistributedSampler` seeded with `ctx.seed` whose order depends only on the epoch, and
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
+import sys
 import warnings
 from pathlib import Path
 from typing import Iterable
@@ -25,11 +29,13 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, DistributedSampler
 
 from wsl_bench.methods import FitContext
 
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+SIGTERM_EXIT_STATUS = 128 + int(signal.SIGTERM)  # what a shell reports for a process ended by SIGTERM
 
 
 def uses_gpu(accelerator: str) -> bool:
@@ -244,7 +250,12 @@ def train_module(
             warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers|LeafSpec).*")
             warnings.filterwarnings("ignore", category=UserWarning, module=r"lightning\..*")
             warnings.filterwarnings("ignore", message=r".*all_gather is deprecated.*")
-        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+        except SIGTERMException:
+            print(f"wsl-bench: stopped by SIGTERM while training in {ckdir}; the epochs up to its last.ckpt are "
+                  "kept: run the same command again to resume", file=sys.stderr)
+            raise SystemExit(SIGTERM_EXIT_STATUS) from None
     # what ran (ctx overrides applied), for the run manifest and the methods' own records
     ctx.extra.update(fit_processes=int(trainer.world_size), fit_max_epochs=max_epochs, fit_batch_size=batch_size)
 
