@@ -28,6 +28,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "orth_target": ("output", "params"),
     "fusion": ("geomean", "mean", "max", "attention", "segmentcam"),
     "prior": ("auto", "synth", "atlas", "segmenter", "user", "none"),
+    "prior_region": ("lungs", "thorax"),
     "distill": ("soft", "token", "none"),
     "dino": ("stage", "file", "none"),
     "lr_schedule": ("cosine", "constant"),
@@ -67,6 +68,7 @@ class ClarityConfig:
     fg_floor: float = 0.3  # ours (dev seed): with suppress, final = fg * (floor + (1 - floor) * fused); 0: fg * fused
     prior: str = "auto"  # auto: batch "lung_mask" when present, else the lung atlas
     prior_path: str | None = None  # user masks: a .npy/.npz atlas or a folder of <image_id>.png
+    prior_region: str = "lungs"  # ours: "thorax" fills each row between the lung fields (adds the heart)
     # -- distillation from a ConvNeXtV2 teacher (type, T and weight ours) -------------------
     distill: str = "soft"
     distill_weight: float = 0.5

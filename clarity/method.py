@@ -121,7 +121,8 @@ class Clarity(Method):
             from .segmenter import get_segmenter
 
             segmenter = get_segmenter(int(getattr(train, "image_size", None) or ctx.image_size), ctx)
-        prior = make_prior(cfg.prior, train, val, prior_path=cfg.prior_path, segmenter=segmenter) if cfg.segmentcam else None
+        prior = (make_prior(cfg.prior, train, val, prior_path=cfg.prior_path, segmenter=segmenter,
+                            region=cfg.prior_region) if cfg.segmentcam else None)
         started = time.perf_counter()
         module = ClarityModule(net, cfg, teacher=teacher, prior=prior, pos_weight=pos_weight_of(train),
                                teacher_table=table)

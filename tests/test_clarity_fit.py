@@ -11,7 +11,7 @@ import torch
 
 from clarity.config import ClarityConfig
 from clarity.dino import DinoModule, dino_loss, random_crops
-from clarity.priors import UserMasks, make_prior
+from clarity.priors import UserMasks, fill_rows, make_prior
 from wsl_bench.methods import FitContext, create_method
 
 TINY_FIT = {
@@ -129,6 +129,24 @@ def test_priors_synth_user_and_errors(tmp_path):
     assert UserMasks(folder)(["toy0_0"], (8, 8)).min() == 1
     with pytest.raises(FileNotFoundError, match="does not exist"):
         UserMasks(tmp_path / "nope")
+
+
+def test_thorax_region_fills_each_row_between_the_lung_fields():
+    lungs = torch.zeros(1, 1, 3, 8)
+    lungs[0, 0, 0, [1, 2, 5, 6]] = 1  # two lung fields in row 0
+    lungs[0, 0, 1, 3] = 1  # one pixel: nothing to fill
+    filled = fill_rows(lungs)
+    assert filled[0, 0, 0].tolist() == [0, 1, 1, 1, 1, 1, 1, 0]
+    assert filled[0, 0, 1].tolist() == lungs[0, 0, 1].tolist() and filled[0, 0, 2].sum() == 0
+    soft = torch.tensor([[[[0.2, 0.9, 0.1, 0.6, 0.3]]]])  # an atlas row: min of the running maxima
+    torch.testing.assert_close(fill_rows(soft), torch.tensor([[[[0.2, 0.9, 0.6, 0.6, 0.3]]]]))
+    train = ToyLungs(2, 0)
+    batch = {"image": torch.zeros(1, 1, 3, 8), "index": torch.tensor([0]), "lung_mask": lungs}
+    torch.testing.assert_close(make_prior("synth", train, train, region="thorax")(batch, True), filled)
+    torch.testing.assert_close(make_prior("synth", train, train)(batch, True), lungs)
+    assert make_prior("none", train, train, region="thorax") is None
+    with pytest.raises(ValueError, match="prior_region"):
+        make_prior("synth", train, train, region="heart")
 
 
 @pytest.mark.slow  # decodes the 517 real lung masks of the torchxrayvision wheel (~15 s on 2 cores)
