@@ -617,6 +617,12 @@ class AFLoc(Method):
         self.net = AFLocNet(self.config, text_dim).to(self.device)
         return self.net
 
+    def init_untrained(self) -> None:
+        """The network with initial weights and its prompts encoded (what the dry run times)."""
+        if self.net is None:
+            encoder = self.text_encoder()
+            refresh_prompts(self.build(encoder.dim), encoder, self.config)
+
     # -- training / persistence ---------------------------------------------------------------
     def fit(self, train, val, ctx: FitContext) -> None:
         from wsl_bench.training import train_module

@@ -250,6 +250,10 @@ class CAN(Method):
                           c["channels_b"]).to(self.device)
         return self.net
 
+    def init_untrained(self) -> None:
+        if self.net is None:
+            self.build()
+
     def fit(self, train, val, ctx: FitContext) -> None:
         from wsl_bench.training import train_module
 

@@ -104,3 +104,22 @@ def test_standard_dry_run_prints_cpu_and_gpu_estimates_without_training(tmp_path
     gflop = float(re.search(r"([0-9.]+) GFLOP a forward pass", lines[at + 2]).group(1))
     assert 3.0 < gflop < 4.0  # a grey-scale ResNet-18 at 224 px: 3.47 GFLOP
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["afloc", "can"])
+def test_dry_run_times_methods_that_build_their_network_in_fit(tmp_path, monkeypatch, name):
+    """AFLoc and CAN build their networks in fit(); the dry run builds an untrained one to time it."""
+    import functools
+
+    from wsl_bench.stages import estimates as E
+
+    monkeypatch.setattr(E, "time_estimate", functools.partial(E.time_estimate, n_probe=2))
+    result = runner.invoke(app, ["run", "--preset", "standard", "--methods", name, "--out", str(tmp_path / "r"),
+                                 "--dry-run", "--set", "data.n_train=32", "--set", "data.n_val=16",
+                                 "--set", "data.n_test=16"], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = lines.index(next(l for l in lines if l.startswith(f"method {name}: trainable")))
+    assert lines[at + 1].startswith("  estimate: fit ≈ ") and "4–20 epochs" in lines[at + 1], lines[at + 1]
+    assert lines[at + 2].startswith("  GPU estimate: fit ≈ ")
+    assert float(re.search(r"([0-9.]+) GFLOP a forward pass", lines[at + 2]).group(1)) > 0.01

@@ -79,6 +79,9 @@ class Method(abc.ABC):
     def load(self, directory: Path) -> None:  # noqa: B027
         """Load what `save`/`fit` wrote with `wsl_bench.checkpoints.load_checkpoint` (safetensors + JSON)."""
 
+    def init_untrained(self) -> None:  # noqa: B027 - methods that build their network in __init__ need nothing
+        """Build the network with its initial weights and no data, so that `run --dry-run` can time it."""
+
     def to(self, device: str | torch.device) -> "Method":
         """Move the method, and its network if it keeps one as `self.net`, to `device`."""
         self.device = torch.device(device)

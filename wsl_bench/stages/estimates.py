@@ -119,6 +119,7 @@ def time_estimate(method, config: dict[str, Any], name: str, *, trainable: bool,
     if getattr(method, "image_size", 0) is None:
         method.image_size = s  # a network sized by the data (set by fit) is probed at the run's size
     try:
+        method.init_untrained()
         # warm-up (lazy initialisation and first-call costs are not per-image costs), counting the forward's
         # FLOPs (under no_grad: the counter's module hooks would break an explainer's autograd.grad)
         with torch.no_grad(), FlopCounterMode(display=False) as counted:
