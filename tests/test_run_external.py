@@ -100,7 +100,10 @@ def test_the_report_quotes_the_recorded_command_only_under_the_folders_hash(tmp_
     argv = ["wsl-bench", "run", "--methods", "gradcam", "--set", "fit.max_epochs=2", "--out", "runs/my run"]
     rs = SimpleNamespace(configs={tmp_path: cfg},
                          manifests={tmp_path: {"config_hash": "abc", "command": {"argv": argv, "config_hash": "abc"}}})
-    assert run_command(rs, tmp_path) == "wsl-bench run --methods gradcam --set fit.max_epochs=2 --out 'runs/my run'"
+    assert run_command(rs, tmp_path) == f"wsl-bench run --methods gradcam --set fit.max_epochs=2 --out {tmp_path}"
+    # the folder as the report names it, wherever the run wrote it (moved, or reached through a link)
+    assert run_command(rs.__class__(configs={Path("runs/my run"): cfg}, manifests={Path("runs/my run"): rs.manifests[tmp_path]}),
+                       Path("runs/my run")) == "wsl-bench run --methods gradcam --set fit.max_epochs=2 --out 'runs/my run'"
     # made by another config than the one recorded with the command: no command (the rebuild finds none either)
     rs.manifests[tmp_path]["command"]["config_hash"] = "older"
     assert run_command(rs, tmp_path) is None

@@ -18,7 +18,8 @@ def run_command(rs: RunSet, run_dir: Path) -> str | None:
     """The `wsl-bench run` line that reproduces a run folder, or None when it cannot be told exactly.
 
     The run records its command line in manifest.json with the config hash it resolved to; that line is
-    given when the hash is the folder's. A folder without the record: the line is rebuilt from config.yaml
+    given when the hash is the folder's, its `--out` naming the folder as the report was given it (a folder
+    moved or reached through a link is rebuilt where it now is). A folder without the record: the line is rebuilt from config.yaml
     (preset, seed, methods) and accepted only if it gives the same config hash as the manifest, so a run
     made with --set overrides or --ablate never gets a wrong command.
     """
@@ -26,7 +27,13 @@ def run_command(rs: RunSet, run_dir: Path) -> str | None:
     recorded = mf.get("command")
     if (isinstance(recorded, dict) and isinstance(recorded.get("argv"), list) and recorded["argv"]
             and mf.get("config_hash") and recorded.get("config_hash") == mf["config_hash"]):
-        return shlex.join(str(a) for a in recorded["argv"])
+        argv = [str(a) for a in recorded["argv"]]
+        for i, a in enumerate(argv):
+            if a in ("--out", "-o") and i + 1 < len(argv):
+                argv[i + 1] = str(run_dir)
+            elif a.startswith("--out="):
+                argv[i] = f"--out={run_dir}"
+        return shlex.join(argv)
     # the references `wsl-bench run` adds by itself (the guesses, and the ceiling on exact masks); the config
     # hash check below refuses the command should that rule ever not rebuild the run's method list
     order = [m for m in cfg.get("methods_order", []) if m not in GUESS_REFERENCES and m not in CEILING_METHODS]
