@@ -391,7 +391,9 @@ def paired_table(rs: RunSet, sig: pd.DataFrame | None) -> Table | None:
     bins = [ALL_BOXES, *[b for b in dict.fromkeys(long["size_bin"]) if b != ALL_BOXES]]
     cols = [f"T(IoU) {t} · {b}" for t in PAIRED_THRESHOLDS for b in bins]
     long["column"] = [f"T(IoU) {t} · {b}" for t, b in zip(long["threshold"], long["size_bin"])]
-    long["cell"] = [f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] {_fmt_p(p, n_boot)}" + (SIG_MARK if s else "")
+    from wsl_bench.report.sanity import fmt_gain  # the sanity section's difference-with-CI format (it imports us)
+
+    long["cell"] = [f"{fmt_gain(d, lo, hi)} {_fmt_p(p, n_boot)}" + (SIG_MARK if s else "")
                     for d, lo, hi, p, s in zip(long["diff"], long["ci_low"], long["ci_high"], long["p_value"], long["significant"])]
     methods = [m for m in rs.methods if m in set(long["method"])]
     display = long.pivot(index="method", columns="column", values="cell").reindex(index=methods, columns=cols).fillna("–")

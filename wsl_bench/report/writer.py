@@ -72,7 +72,7 @@ def add_significance(
     if not rs.same_data:
         return pd.DataFrame(), ["The runs scored different boxes, so no paired test against the reference was made."]
     ref = rs.methods[reference]
-    bins = sa.size_bins(ref.summary)
+    ref_bins = {b: ref.per_box[ref.per_box["size_bin"].astype(str) == b] for b in sa.size_bins(ref.summary)}
     rows = []
 
     def add(name, a, b, metric, t, label, size_bin):
@@ -89,9 +89,8 @@ def add_significance(
             for t in thresholds:
                 for label in (*labels, T.MACRO):
                     add(name, m.per_box, ref.per_box, metric, t, label, T.ALL_BOXES)
-        for b in bins:
+        for b, r_bin in ref_bins.items():
             a_bin = m.per_box[m.per_box["size_bin"].astype(str) == b]
-            r_bin = ref.per_box[ref.per_box["size_bin"].astype(str) == b]
             if a_bin.empty or r_bin.empty:
                 continue
             for t in sa.IOU_THRESHOLDS:
