@@ -25,6 +25,7 @@ from wsl_bench.metrics.sanity import (
     rank_correlation,
     right_class_credit,
     sanity_summary,
+    shared_floor,
 )
 
 SIZE = 64
@@ -96,6 +97,64 @@ def test_rank_correlation_matches_scipy_spearman_with_ties():
     assert rank_correlation(a, b) == pytest.approx(spearmanr(a.ravel(), b.ravel())[0])
 
 
+def _with_margin(a: np.ndarray, k: int = 1) -> np.ndarray:
+    """A map with a border of width `k` set to its minimum (AFLoc's margin, for example)."""
+    a = np.array(a, dtype=np.float64)
+    lo = a.min()
+    a[:k, :], a[-k:, :], a[:, :k], a[:, -k:] = lo, lo, lo, lo
+    return a
+
+
+def test_shared_floor_known_answers():
+    rng = np.random.default_rng(0)
+    maps = [_with_margin(rng.normal(size=(6, 6))) for _ in range(3)]
+    border = np.ones((6, 6), dtype=bool)
+    border[1:-1, 1:-1] = False
+    assert np.array_equal(shared_floor(maps), border)
+    assert shared_floor([np.zeros((3, 3)), np.zeros((3, 3))]).all()  # flat maps hold every cell at their minimum
+    a = np.arange(16.0).reshape(4, 4)
+    assert not shared_floor([a, -a]).any()  # their minima are at different cells
+
+
+def test_rank_correlation_leaves_out_the_given_floor():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(4)
+    a, b = _with_margin(rng.normal(size=(8, 8))), _with_margin(rng.normal(size=(8, 8)))
+    floor = shared_floor([a, b])
+    inner = (slice(1, -1), slice(1, -1))
+    assert rank_correlation(a, b, floor=floor) == pytest.approx(spearmanr(a[inner].ravel(), b[inner].ravel())[0])
+    assert rank_correlation(a, a, floor=floor) == pytest.approx(1.0)
+    flat = np.zeros((8, 8))
+    assert rank_correlation(flat, flat, floor=shared_floor([flat, flat])) == 1.0  # nothing left: the flat rule
+
+
+def test_independent_maps_with_a_shared_margin_do_not_correlate():
+    """The imposed border ties every map at its lowest rank; left out, independent maps correlate ~0."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(5)
+    images = [[_with_margin(gaussian_filter(rng.normal(size=(14, 14)), 1.0)) for _ in range(4)] for _ in range(200)]
+    floor = shared_floor(m for maps in images for m in maps)
+    assert floor.sum() == 14 * 14 - 12 * 12
+    plain = [rank_correlation(maps[0], maps[1]) for maps in images]
+    floored = [rank_correlation(maps[0], maps[1], floor=floor) for maps in images]
+    pairwise_plain = [mean_pairwise_correlation(maps) for maps in images]
+    pairwise = [mean_pairwise_correlation(maps, floor=floor) for maps in images]
+    assert np.mean(plain) > 0.5 and np.mean(pairwise_plain) > 0.5  # what the margin alone gives
+    assert abs(np.mean(floored)) < 0.05 and abs(np.mean(pairwise)) < 0.05
+
+
+def test_zeros_at_independent_cells_are_no_floor():
+    """ReLU zeros fall at other cells in other maps: over many maps no cell is floor, so nothing is biased."""
+    rng = np.random.default_rng(6)
+    images = [[np.maximum(rng.normal(size=(10, 10)), 0) for _ in range(2)] for _ in range(50)]
+    floor = shared_floor(m for maps in images for m in maps)
+    assert not floor.any()
+    values = [rank_correlation(a, b, floor=floor) for a, b in images]
+    assert abs(np.mean(values)) < 0.05
+
+
 def test_box_mass_known_answers():
     uniform = np.ones((8, 8))
     assert box_mass(uniform, (0, 0, 32, 64), (64, 64)) == pytest.approx(0.5)
@@ -150,6 +209,16 @@ def test_random_maps_right_class_rate_is_chance_within_ci():
     per_box = _per_box(maps, boxes)
     rate = class_specificity(maps, per_box, lambda i: (SIZE, SIZE), n_boot=500)["right_class_rate"]["macro"]
     assert rate["ci"][0] <= CHANCE <= rate["ci"][1]
+
+
+def test_class_correlation_of_independent_maps_with_a_margin_is_about_zero():
+    boxes = _cohort(n_images=60, seed=2)
+    rng = np.random.default_rng(1)
+    maps = {bundle_key(i, lab): _with_margin(rng.random((14, 14))).astype(np.float32)
+            for i in boxes["image_id"].unique() for lab in BOX_FINDINGS}
+    per_box = _per_box(maps, boxes)
+    corr = class_specificity(maps, per_box, lambda i: (SIZE, SIZE), n_boot=200)["class_correlation"]
+    assert corr["ci"][0] <= 0.0 <= corr["ci"][1]  # the shared border (27 % of the cells) alone would give ~0.5
 
 
 def test_missing_class_maps_are_not_computed_and_counted():
@@ -262,6 +331,33 @@ def test_randomization_of_a_weight_dependent_explainer_drops():
     assert method.net is not trained  # the trained network itself was never modified
     again = randomization_record(_NetMethod(True), images, range(8), ["a", "b", "c"], seed=3)
     assert again["correlation"] == rec["correlation"]  # seeded: reproducible
+
+
+class _MarginMethod(_NetMethod):
+    """`_NetMethod` whose maps carry a zeroed one-cell border, whatever the weights."""
+
+    def explain(self, images, classes):
+        maps = super().explain(images, classes).clone()
+        lo = maps.amin(dim=(2, 3), keepdim=True).expand_as(maps)
+        border = torch.ones(maps.shape[-2:], dtype=torch.bool)
+        border[1:-1, 1:-1] = False
+        return torch.where(border, lo, maps)
+
+
+def test_randomization_leaves_out_the_border_every_map_shares():
+    images = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    trained = _MarginMethod(True).explain(images, range(8)).numpy()
+    rec = randomization_record(_MarginMethod(True), images, range(8), ["a", "b"], seed=3)
+    assert rec["floor"] == "shared"
+    assert np.allclose(rec["floor_share"], 1 - 100 / 144)  # the border: 44 of 144 cells, in every map of both images
+    rand_method = _MarginMethod(True)
+    randomization_record(rand_method, images, range(8), ["a", "b"], seed=3)  # leaves it holding the "all" copy
+    rand = rand_method.explain(images, range(8)).numpy()
+    inner = (slice(1, -1), slice(1, -1))
+    expected = [np.mean([rank_correlation(trained[i, c][inner], rand[i, c][inner]) for c in range(8)]) for i in range(2)]
+    assert np.allclose(np.asarray(rec["correlation"])[:, -1], expected)
+    unmoved = randomization_record(_MarginMethod(False), images, range(8), ["a", "b"])
+    assert np.allclose(unmoved["correlation"], 1.0)  # an explainer that ignores its weights still reads 1
 
 
 def test_cascade_goes_from_the_head_down():

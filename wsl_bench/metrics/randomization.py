@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wsl_bench.metrics.sanity import rank_correlation
+from wsl_bench.metrics.sanity import rank_correlation, shared_floor
 
 # Cascade depths: the classifier head alone, then the top half of the parameterised layers, then all.
 DEFAULT_DEPTHS: tuple[tuple[str, float], ...] = (("head", 0.0), ("half", 0.5), ("all", 1.0))
@@ -64,6 +64,10 @@ def randomization_record(method, images: torch.Tensor, classes: Sequence[int], i
                          trained: np.ndarray | None = None) -> dict:
     """Per image and depth: mean rank correlation (over `classes`) of trained vs cascade-randomised maps.
 
+    The cells that every map of every image, trained and re-initialised, holds at its minimum (a border
+    margin, a fixed mask) are left out: no weight moved them, and their shared ties would read as
+    agreement (`floor_share` records their fraction).
+
     Each depth hands the method a new copy of its network (`method.net`) with more layers re-initialised,
     so caches keyed on the network object (e.g. a dense copy for explaining) are rebuilt. The method is
     left holding the fully randomised copy: load it afresh to use it again. `trained`: the trained maps
@@ -80,19 +84,25 @@ def randomization_record(method, images: torch.Tensor, classes: Sequence[int], i
         trained = method.explain(images, list(classes)).detach().float().cpu().numpy()
     sizes = cascade_sizes(len(names), depths)
     corr = np.zeros((len(images), len(depths)))
+    floor_share = np.zeros((len(images), len(depths)))
     for j, k in enumerate(sizes):
         copy = deepcopy(net)
         modules = dict(copy.named_modules())
         reinitialise([modules[n] for n in names[:k]], seed)
         method.net = copy.train(net.training)
         rand = method.explain(images, list(classes)).detach().float().cpu().numpy()
+        floor = shared_floor([*trained.reshape(-1, *trained.shape[2:]), *rand.reshape(-1, *rand.shape[2:])])
+        floor_share[:, j] = floor.mean()
         for i in range(len(images)):
-            corr[i, j] = np.mean([rank_correlation(trained[i, c], rand[i, c]) for c in range(trained.shape[1])])
+            corr[i, j] = np.mean([rank_correlation(trained[i, c], rand[i, c], floor=floor)
+                                  for c in range(trained.shape[1])])
     return {
         "image_ids": list(image_ids),
         "depths": [{"name": n, "fraction": float(f), "layers": int(k)} for (n, f), k in zip(depths, sizes)],
         "n_layers": len(names),
         "head": names[0],
         "correlation": corr.tolist(),
+        "floor": "shared",
+        "floor_share": floor_share.tolist(),
         "seed": int(seed),
     }

@@ -18,7 +18,7 @@ from wsl_bench.heatmaps import bundle_key, read_bundle
 from wsl_bench.io import sha256_file, write_json
 from wsl_bench.labels import BOX_FINDING_INDICES, BOX_FINDINGS
 from wsl_bench.methods import create_method, get_method_info
-from wsl_bench.metrics.sanity import sanity_summary
+from wsl_bench.metrics.sanity import INSTRUMENTS_VERSION, sanity_summary
 from wsl_bench.references import GUESS_REFERENCES, PRIOR_MAP_REFERENCES
 
 SANITY_KEYS = ("sanity", "sanity_images")
@@ -122,6 +122,7 @@ def sanity_inputs(run, name: str) -> dict[str, str]:
             if run.config["methods"][ref]["registry"] in PRIOR_MAP_REFERENCES:
                 out[f"prior:{ref}"] = str(sorted(run.stage(f"fit/{ref}").get("files", {}).items()))
         out["score"] = str(sorted((k, str(v)) for k, v in run.config["score"].items()))
+        out["instruments"] = str(INSTRUMENTS_VERSION)
         if name:
             out["randomization"] = str(sorted(run.stage(f"randomization/{name}").get("files", {}).items()))
     return out

@@ -9,7 +9,7 @@ also what thresholding a min-max-normalised map looks at. docs/scoring.md docume
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ from wsl_bench.references import CEILING_REFERENCES, GUESS_REFERENCES, PRIOR_MAP
 
 CHANCE = 1.0 / len(BOX_FINDINGS)
 TIE_TOLERANCE = 1e-9  # relative: masses this close count as a tie (identical maps give exact ties)
+INSTRUMENTS_VERSION = 2  # part of the randomisation and score stage keys: a changed definition redoes them
 MAX_GRID = 256  # maps finer than this (longer side) are area-averaged to it first: bounded time and memory
 
 
@@ -44,27 +45,53 @@ def _ranks(a: np.ndarray) -> np.ndarray | None:
     return None if norm == 0 else r / norm
 
 
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman correlation of two same-shape maps; two constant maps are identical (1), one constant 0."""
+def shared_floor(maps: Iterable[np.ndarray]) -> np.ndarray:
+    """Cells that every one of `maps` (one shape) holds at its own minimum: structure imposed on all of them.
+
+    Given the maps of many images, a zeroed border margin or a fixed mask floor survives, while cells a
+    map leaves at zero by chance (ReLU) do not; counting the imposed cells makes independent maps look
+    alike (docs/scoring.md). A flat map holds every cell at its minimum.
+    """
+    floor = None
+    for m in maps:
+        m = np.asarray(m, dtype=np.float64)
+        lo = m.min()
+        at_min = m <= lo + TIE_TOLERANCE * max(1.0, float(m.max() - lo))
+        floor = at_min if floor is None else floor & at_min
+    if floor is None:
+        raise ValueError("shared_floor needs at least one map")
+    return floor
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray, *, floor: np.ndarray | None = None) -> float:
+    """Spearman correlation of two same-shape maps; two constant maps are identical (1), one constant 0.
+
+    `floor`: cells left out (a boolean mask, e.g. `shared_floor` of every map the comparison belongs to).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if floor is not None and not np.all(floor):
+        a, b = a[~floor], b[~floor]
     ra, rb = _ranks(a), _ranks(b)
     if ra is None or rb is None:
         return 1.0 if ra is None and rb is None else 0.0
     return float(np.clip(np.dot(ra, rb), -1.0, 1.0))
 
 
-def mean_pairwise_correlation(maps: Sequence[np.ndarray]) -> float:
-    """Mean Spearman correlation over the pairs of `maps` (all of one shape).
+def mean_pairwise_correlation(maps: Sequence[np.ndarray], *, floor: np.ndarray | None = None) -> float:
+    """Mean Spearman correlation over the pairs of `maps` (all of one shape), the `floor` cells left out.
 
-    A flat map against a varying one counts 0; pairs of two flat maps are skipped; all maps flat is 1."""
+    A flat map against a varying one counts 0; pairs of two flat maps are skipped; all maps flat is 1.
+    """
     n = len(maps)
     if n < 2:
         return float("nan")
-    ranks = [_ranks(m) for m in maps]
+    keep = None if floor is None or np.all(floor) else ~np.asarray(floor, dtype=bool)
+    ranks = [_ranks(m if keep is None else np.asarray(m)[keep]) for m in maps]
     constant = np.array([r is None for r in ranks])
-    size = np.asarray(maps[0]).size
-    stack = np.stack([np.zeros(size) if r is None else r for r in ranks])
     if constant.all():
         return 1.0  # one (flat) map for every class
+    size = next(r.size for r in ranks if r is not None)
+    stack = np.stack([np.zeros(size) if r is None else r for r in ranks])
     corr = np.clip(stack @ stack.T, -1.0, 1.0)  # a constant map against a varying one: 0
     iu = np.triu_indices(n, k=1)
     defined = ~(constant[iu[0]] & constant[iu[1]])  # two flat maps say nothing about each other: skipped
@@ -205,11 +232,11 @@ def class_specificity(
                 "class_correlation": None, "right_class_rate": None}
 
     corr_ids = list(complete)
-    corr = np.array([
-        mean_pairwise_correlation(complete[i]) if len({m.shape for m in complete[i]}) == 1
-        else mean_pairwise_correlation([resize_map(m, complete[i][0].shape) for m in complete[i]])
-        for i in corr_ids
-    ])
+    same_grid = {i: complete[i] if len({m.shape for m in complete[i]}) == 1
+                 else [resize_map(m, complete[i][0].shape) for m in complete[i]] for i in corr_ids}
+    floors = {shape: shared_floor(m for i in corr_ids for m in same_grid[i] if m.shape == shape)
+              for shape in {same_grid[i][0].shape for i in corr_ids}}  # imposed on every map of every image
+    corr = np.array([mean_pairwise_correlation(same_grid[i], floor=floors[same_grid[i][0].shape]) for i in corr_ids])
     class_corr = _unit_mean(corr, np.array([units[i] for i in corr_ids]), n_boot, seed)
 
     label_index = {lab: j for j, lab in enumerate(labels)}
@@ -371,11 +398,13 @@ def randomization_summary(record: Mapping | None, per_box: pd.DataFrame | None =
     ids = list(record["image_ids"])
     units_of = _image_units(per_box) if per_box is not None else {}
     units = np.array([units_of.get(i, i) for i in ids])
+    share = np.asarray(record.get("floor_share", np.full(corr.shape, np.nan)), dtype=np.float64)
     depths = []
     for j, d in enumerate(record["depths"]):
-        depths.append({**d, **_unit_mean(corr[:, j], units, n_boot, seed)})
+        floor = float(share[:, j].mean()) if np.isfinite(share[:, j]).all() else None
+        depths.append({**d, **_unit_mean(corr[:, j], units, n_boot, seed), "floor_share": floor})
     return {"status": "computed", "reason": None, "n_images": len(ids), "depths": depths,
-            "correlation": "spearman", "seed": record.get("seed")}
+            "correlation": "spearman", "floor": record.get("floor", "none"), "seed": record.get("seed")}
 
 
 def sanity_summary(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from wsl_bench.config import config_hash
 from wsl_bench.metrics.run_sanity import RANDOMIZATION_SUFFIX, randomization_stage, wants_randomization
+from wsl_bench.metrics.sanity import INSTRUMENTS_VERSION
 from wsl_bench.stages.base import RunFolder, is_rank_zero
 
 
@@ -16,7 +17,8 @@ def sanity_key(run: RunFolder, name: str, explain_key: str) -> str | None:
     if not wants_randomization(run.config, name):
         return None
     sc = run.config["score"]
-    return config_hash({"explain": explain_key, "images": sc.get("sanity_images", 16), "seed": run.config["seed"]})
+    return config_hash({"explain": explain_key, "images": sc.get("sanity_images", 16), "seed": run.config["seed"],
+                        "instruments": INSTRUMENTS_VERSION})
 
 
 class RandomizationStage:
