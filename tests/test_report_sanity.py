@@ -119,6 +119,21 @@ def test_randomisation_reads_the_all_depth():
     assert assess(_method(s)).randomisation == (0.2, 0.1, 0.3)
 
 
+def test_the_floor_left_out_is_read_and_named_in_a_note():
+    from types import SimpleNamespace
+
+    from wsl_bench.report.sanity import build_section
+
+    s = toy_sanity()
+    s["randomization"]["depths"][-1]["floor_share"] = 0.44
+    s["class_specificity"]["class_correlation"]["floor_share"] = 0.27
+    assert assess(_method(s)).floor_share == pytest.approx(0.44)  # the larger of the two
+    assert assess(_method(toy_sanity())).floor_share == 0.0  # summaries without the field read 0
+    rs = SimpleNamespace(methods={"m": _method(s), "plain": _method(toy_sanity(), "plain")})  # what the section reads
+    notes = " ".join(build_section(rs).notes)
+    assert "`m` 44%" in notes and "`plain`" not in notes
+
+
 # -- tables from a run with sanity blocks --------------------------------------------------------
 
 SANITY_METHODS = {"good": 0.0, "medium": 0.5, "bare": 0.3, "random": None, "prior-center": 1.0}

@@ -22,7 +22,7 @@ from wsl_bench.references import CEILING_REFERENCES, GUESS_REFERENCES, PRIOR_MAP
 
 CHANCE = 1.0 / len(BOX_FINDINGS)
 TIE_TOLERANCE = 1e-9  # relative: masses this close count as a tie (identical maps give exact ties)
-INSTRUMENTS_VERSION = 2  # part of the randomisation and score stage keys: a changed definition redoes them
+INSTRUMENTS_VERSION = 3  # in the randomisation and score stage keys: a changed instrument redoes them on resume
 MAX_GRID = 256  # maps finer than this (longer side) are area-averaged to it first: bounded time and memory
 
 
@@ -238,6 +238,7 @@ def class_specificity(
               for shape in {same_grid[i][0].shape for i in corr_ids}}  # imposed on every map of every image
     corr = np.array([mean_pairwise_correlation(same_grid[i], floor=floors[same_grid[i][0].shape]) for i in corr_ids])
     class_corr = _unit_mean(corr, np.array([units[i] for i in corr_ids]), n_boot, seed)
+    class_corr["floor_share"] = float(np.mean([floors[same_grid[i][0].shape].mean() for i in corr_ids]))
 
     label_index = {lab: j for j, lab in enumerate(labels)}
     credit = np.full(len(per_box), np.nan)

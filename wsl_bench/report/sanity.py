@@ -101,6 +101,7 @@ class Assessment:
     class_correlation: tuple[float, float, float] = (math.nan, math.nan, math.nan)
     randomisation: tuple[float, float, float] = (math.nan, math.nan, math.nan)
     randomisation_reason: str = ""
+    floor_share: float = 0.0  # largest share of cells the correlations left out as imposed (the shared floor)
     prior: tuple[float, float, float] = (math.nan, math.nan, math.nan)
     prior_name: str = ""
     failed: list[str] = field(default_factory=list)
@@ -150,6 +151,8 @@ def assess(m: MethodScores) -> Assessment:
         full = next((d for d in depths if d.get("name") == "all"), depths[-1] if depths else None)
         if full is not None:
             a.randomisation = (_num(full.get("mean")), *_ci(full))
+            if _finite(_num(full.get("floor_share"))):
+                a.floor_share = max(a.floor_share, _num(full.get("floor_share")))
     elif isinstance(rnd, dict):
         a.randomisation_reason = str(rnd.get("reason") or "")
     r_mean, r_lo, _ = a.randomisation
@@ -182,6 +185,8 @@ def assess(m: MethodScores) -> Assessment:
     a.right_class = (_num(macro.get("rate")), *_ci(macro))
     cc = cs.get("class_correlation") if isinstance(cs.get("class_correlation"), dict) else {}
     a.class_correlation = (_num(cc.get("mean")), *_ci(cc))
+    if _finite(_num(cc.get("floor_share"))):
+        a.floor_share = max(a.floor_share, _num(cc.get("floor_share")))
     rc_lo, corr = a.right_class[1], a.class_correlation[0]
     fails_rate = _finite(rc_lo) and rc_lo <= a.chance + 1e-12
     fails_corr = _finite(corr) and corr >= CLASS_CORRELATION_MAX
@@ -386,5 +391,10 @@ def build_section(rs: RunSet) -> SanitySection:
                       if a.role == "method" and a.randomisation_reason and "randomisation" in a.not_computed})
     if reasons:
         notes.append("Model randomisation skipped for " + "; ".join(reasons) + ".")
+    floors = [f"`{n}` {a.floor_share:.0%}" for n, a in found.items() if a.role != "guess" and a.floor_share > 0]
+    if floors:
+        notes.append("The class-map and randomisation correlations leave out the cells that every map of every image "
+                     "holds at its minimum (structure a method imposes, such as a border margin; docs/scoring.md). "
+                     "Cells left out: " + ", ".join(floors) + ".")
     tables = [t for t in (sanity_table(rs, found), gain_cells_table(rs)) if t is not None]
     return SanitySection(SECTION_TITLE, tables, VERDICT_RULES, notes, found)
