@@ -4,7 +4,9 @@ Computed from the bundle, the image sizes and the scored per-box table (plus, wh
 the references' per-box tables, their maps and the model-randomisation correlations), and written to
 `summary.json["sanity"]`. Rank (Spearman) correlation throughout: it compares where a map puts its
 evidence, whatever monotone scale a method's scores live on (logits, probabilities, gradients), which is
-also what thresholding a min-max-normalised map looks at. docs/scoring.md documents every rule.
+also what thresholding a min-max-normalised map looks at. The class-map and randomisation correlations
+leave out a method's shared floor (`shared_floor`: what it imposes on every map). docs/scoring.md
+documents every rule.
 """
 
 from __future__ import annotations
