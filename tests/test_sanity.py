@@ -22,6 +22,7 @@ from wsl_bench.metrics.sanity import (
     gain_over_guess,
     mean_pairwise_correlation,
     prior_correlation,
+    randomization_summary,
     rank_correlation,
     right_class_credit,
     sanity_summary,
@@ -114,6 +115,12 @@ def test_shared_floor_known_answers():
     assert shared_floor([np.zeros((3, 3)), np.zeros((3, 3))]).all()  # flat maps hold every cell at their minimum
     a = np.arange(16.0).reshape(4, 4)
     assert not shared_floor([a, -a]).any()  # their minima are at different cells
+    tiny = np.arange(16.0).reshape(4, 4) * 1e-12  # a gradient map of tiny range: only its minimum is floor
+    assert shared_floor([tiny]).sum() == 1
+    broken = maps[0].copy()
+    broken[2, 2] = np.nan
+    assert np.array_equal(shared_floor([*maps, broken]), border)  # a non-finite map is passed over
+    assert not shared_floor([broken]).any()
 
 
 def test_rank_correlation_leaves_out_the_given_floor():
@@ -219,6 +226,22 @@ def test_class_correlation_of_independent_maps_with_a_margin_is_about_zero():
     per_box = _per_box(maps, boxes)
     corr = class_specificity(maps, per_box, lambda i: (SIZE, SIZE), n_boot=200)["class_correlation"]
     assert corr["ci"][0] <= 0.0 <= corr["ci"][1]  # the shared border (27 % of the cells) alone would give ~0.5
+
+
+def test_class_correlation_floor_is_taken_over_every_image():
+    """Sparse ReLU maps share zeros within one image by chance (0.84^8 of the cells); over many images no
+    cell is floor, so the class correlation of independent maps stays ~0 instead of turning negative."""
+    boxes = _cohort(n_images=60, seed=3)
+    rng = np.random.default_rng(2)
+    maps = {bundle_key(i, lab): np.maximum(rng.normal(size=(10, 10)) - 1.0, 0).astype(np.float32)
+            for i in boxes["image_id"].unique() for lab in BOX_FINDINGS}
+    per_box = _per_box(maps, boxes)
+    corr = class_specificity(maps, per_box, lambda i: (SIZE, SIZE), n_boot=200)["class_correlation"]
+    assert corr["floor_share"] == 0.0
+    assert corr["ci"][0] <= 0.0 <= corr["ci"][1]
+    one = next(iter(boxes["image_id"].unique()))
+    per_image_floor = shared_floor(maps[bundle_key(one, lab)] for lab in BOX_FINDINGS)
+    assert per_image_floor.any()  # what a floor per image would have left out
 
 
 def test_missing_class_maps_are_not_computed_and_counted():
@@ -358,6 +381,33 @@ def test_randomization_leaves_out_the_border_every_map_shares():
     assert np.allclose(np.asarray(rec["correlation"])[:, -1], expected)
     unmoved = randomization_record(_MarginMethod(False), images, range(8), ["a", "b"])
     assert np.allclose(unmoved["correlation"], 1.0)  # an explainer that ignores its weights still reads 1
+
+
+class _TrainedMarginMethod(_MarginMethod):
+    """The border is set only by the trained network: re-initialised maps keep theirs, so no floor is shared."""
+
+    def explain(self, images, classes):
+        if getattr(self, "trained_net", None) is None:
+            self.trained_net = self.net
+        if self.net is self.trained_net:
+            return super().explain(images, classes)
+        return _NetMethod.explain(self, images, classes)
+
+
+def test_randomization_has_no_floor_when_the_reinitialised_maps_lack_it():
+    images = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    rec = randomization_record(_TrainedMarginMethod(True), images, range(8), ["a", "b"], seed=3)
+    assert np.allclose(rec["floor_share"], 0.0)
+
+
+def test_randomization_summary_passes_the_floor_through():
+    record = {"image_ids": ["a", "b"], "depths": [{"name": "all", "fraction": 1.0, "layers": 3}],
+              "correlation": [[0.1], [0.3]], "floor": "shared", "floor_share": [[0.25], [0.25]], "seed": 0}
+    s = randomization_summary(record, n_boot=0)
+    assert s["floor"] == "shared" and s["depths"][0]["floor_share"] == 0.25 and s["depths"][0]["mean"] == pytest.approx(0.2)
+    older = {k: v for k, v in record.items() if k not in ("floor", "floor_share")}  # made before the floor existed
+    s = randomization_summary(older, n_boot=0)
+    assert s["floor"] == "none" and s["depths"][0]["floor_share"] is None
 
 
 def test_cascade_goes_from_the_head_down():

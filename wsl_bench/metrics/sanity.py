@@ -24,7 +24,7 @@ from wsl_bench.references import CEILING_REFERENCES, GUESS_REFERENCES, PRIOR_MAP
 
 CHANCE = 1.0 / len(BOX_FINDINGS)
 TIE_TOLERANCE = 1e-9  # relative: masses this close count as a tie (identical maps give exact ties)
-INSTRUMENTS_VERSION = 3  # in the randomisation and score stage keys: a changed instrument redoes them on resume
+INSTRUMENTS_VERSION = 4  # in the randomisation and score stage keys: a changed instrument redoes them on resume
 MAX_GRID = 256  # maps finer than this (longer side) are area-averaged to it first: bounded time and memory
 
 
@@ -52,17 +52,21 @@ def shared_floor(maps: Iterable[np.ndarray]) -> np.ndarray:
 
     Given the maps of many images, a zeroed border margin or a fixed mask floor survives, while cells a
     map leaves at zero by chance (ReLU) do not; counting the imposed cells makes independent maps look
-    alike (docs/scoring.md). A flat map holds every cell at its minimum.
+    alike (docs/scoring.md). A flat map holds every cell at its minimum; a map with a non-finite value
+    says nothing about a floor and is passed over (no floor when every map is).
     """
-    floor = None
+    floor, shape = None, None
     for m in maps:
         m = np.asarray(m, dtype=np.float64)
+        shape = m.shape
+        if not np.isfinite(m).all():
+            continue
         lo = m.min()
-        at_min = m <= lo + TIE_TOLERANCE * max(1.0, float(m.max() - lo))
+        at_min = m <= lo + TIE_TOLERANCE * float(m.max() - lo)  # relative to the map's range: exact for a flat map
         floor = at_min if floor is None else floor & at_min
-    if floor is None:
+    if shape is None:
         raise ValueError("shared_floor needs at least one map")
-    return floor
+    return np.zeros(shape, dtype=bool) if floor is None else floor
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray, *, floor: np.ndarray | None = None) -> float:

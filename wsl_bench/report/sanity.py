@@ -391,7 +391,7 @@ def build_section(rs: RunSet) -> SanitySection:
                       if a.role == "method" and a.randomisation_reason and "randomisation" in a.not_computed})
     if reasons:
         notes.append("Model randomisation skipped for " + "; ".join(reasons) + ".")
-    floors = [f"`{n}` {a.floor_share:.0%}" for n, a in found.items() if a.role != "guess" and a.floor_share > 0]
+    floors = [f"`{n}` {a.floor_share:.0%}" for n, a in found.items() if a.role != "guess" and a.floor_share >= 0.005]
     if floors:
         notes.append("The class-map and randomisation correlations leave out the cells that every map of every image "
                      "holds at its minimum (structure a method imposes, such as a border margin; docs/scoring.md). "
