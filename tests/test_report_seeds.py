@@ -227,6 +227,15 @@ def test_runs_that_differ_in_more_than_the_seed_get_no_section(tmp_path):
     assert SD.build_section(load_runs([a, b])).tables == []
 
 
+def test_runs_scored_on_another_test_dataset_get_no_section(tmp_path):
+    other = json.loads(json.dumps(BASE_CONFIG))
+    other["test_data"] = {"name": "rsna"}  # external validation: trained on one dataset, scored on another
+    a = make_seed_run(tmp_path / "a", 0, {"x": toy_summary(0.5), "y": toy_summary(0.4)})
+    b = make_seed_run(tmp_path / "b", 1, {"x": toy_summary(0.5), "y": toy_summary(0.4)}, config=other)
+    reason = _reason([a, b])
+    assert "differs from" in reason and "test_data" in reason
+
+
 def test_a_shared_method_with_other_settings_disqualifies(tmp_path):
     a = make_seed_run(tmp_path / "a", 0, {"x": toy_summary(0.5), "y": toy_summary(0.4)})
     b = make_seed_run(tmp_path / "b", 1, {"x": toy_summary(0.5), "y": toy_summary(0.4)})
@@ -273,9 +282,9 @@ def test_a_single_run_has_no_section_and_nothing_to_explain(tmp_path):
 
 
 def test_compared_sections_are_the_hashed_ones_but_the_seed():
-    from wsl_bench.run import HASHED_SECTIONS
+    from wsl_bench.config import HASHED_SECTIONS, OPTIONAL_HASHED_SECTIONS
 
-    assert set(SD.COMPARED_SECTIONS) | {"seed", "methods"} == set(HASHED_SECTIONS)
+    assert set(SD.COMPARED_SECTIONS) | {"seed", "methods"} == set(HASHED_SECTIONS) | set(OPTIONAL_HASHED_SECTIONS)
 
 
 # -- in a written report -----------------------------------------------------------------------

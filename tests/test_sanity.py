@@ -305,6 +305,16 @@ def test_gain_over_guess_refuses_different_boxes():
     assert gain_over_guess(a, {}, iou_thresholds=[0.3]) is None
 
 
+def test_tied_guesses_go_to_prior_center_whatever_the_order_given():
+    boxes = _cohort()
+    method = _per_box(_box_maps(boxes), boxes)
+    guess = _per_box(_prior_maps(boxes, _gaussian()), boxes)
+    for refs in ({"prior-lung": guess, "prior-center": guess}, {"prior-center": guess, "prior-lung": guess}):
+        gain = gain_over_guess(method, refs, iou_thresholds=[0.3], n_boot=10)
+        assert gain["references"] == ["prior-center", "prior-lung"]
+        assert {r["best_reference"] for r in gain["rows"]} == {"prior-center"}
+
+
 def test_sanity_summary_shape_and_roles():
     boxes = _cohort()
     g = _gaussian()

@@ -337,7 +337,9 @@ def gain_over_guess(
     difference gets a paired patient bootstrap CI and two-sided p-value over the same boxes, with the
     replicates `paired_bootstrap` would draw (one draw shared by every cell, so it stays cheap).
     """
-    refs = {n: r for n, r in references.items() if r is not None and len(r)}
+    order = {n: i for i, n in enumerate(GUESS_REFERENCES)}  # one tie order wherever scoring runs
+    names = sorted((n for n, r in references.items() if r is not None and len(r)), key=lambda n: order.get(n, len(order)))
+    refs = {n: references[n] for n in names}
     if not refs:
         return None
     keys = list(KEY_COLUMNS)

@@ -37,9 +37,9 @@ SIZE_T = "0.3"
 TAU_HOLDS = 0.7  # the ranking holds when every pair of seeds has tau-b at or above this
 MIN_RANKED = 3  # ... over at least this many shared methods (with 2, tau-b is always +1 or -1)
 
-# config.yaml sections compared between runs: those of the run's config hash (wsl_bench.run.HASHED_SECTIONS)
-# except the seed; of "methods", only the methods both runs ran.
-COMPARED_SECTIONS = ("preset", "data", "fit", "explain", "score")
+# config.yaml sections compared between runs: those of the run's config hash (wsl_bench.config.HASHED_SECTIONS
+# and the optional test_data) except the seed; of "methods", only the methods both runs ran.
+COMPARED_SECTIONS = ("preset", "data", "test_data", "fit", "explain", "score")
 # Where the data files are and how they are cached: not a setting of the experiment.
 IGNORED_KEYS = ("data.root", "data.cache", "data.cache_dir", "data.preload")
 
