@@ -220,7 +220,7 @@ def test_a_corrupt_image_in_the_pool_is_an_error_naming_it(root, tmp_path):
     assert not (tmp_path / "x" / "x.npy").exists() and not list((tmp_path / "x").glob("*.tmp"))
     with pytest.raises(NIHDataError, match=files[9].name) as e:  # header fine, pixels cut: caught in the pool
         load_nih(root, image_size=16, cache=True, cache_dir=tmp_path / "c")
-    assert "--skip-bad" in str(e.value) and "\n" not in str(e.value)
+    assert "--set data.skip_bad=true" in str(e.value) and "\n" not in str(e.value)
     c = load_nih(root, image_size=16, cache=True, cache_dir=tmp_path / "c", skip_bad=True)
     assert c.info["skipped_bad_images"] == 1 and isinstance(c.train.images, np.memmap)
 

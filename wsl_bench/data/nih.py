@@ -123,7 +123,7 @@ def read_png_header(path: Path) -> tuple[int, int]:
         with Image.open(path) as im:
             w, h = im.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise NIHDataError(f"{path}: not a readable image ({exc}); re-extract it from the official archive or pass --skip-bad") from None
+        raise NIHDataError(f"{path}: not a readable image ({exc}); re-extract it from the official archive or skip it with --set data.skip_bad=true") from None
     if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
         raise NIHDataError(f"{path}: header claims {w}x{h} pixels (limit {MAX_SIDE}); refused before decoding")
     return h, w
@@ -139,7 +139,7 @@ def decode_png(path: Path, size: int | None) -> np.ndarray:
     try:
         return read_grey(path, size)
     except ImageError as exc:
-        raise NIHDataError(f"{exc}; re-extract it from the official archive or pass --skip-bad") from None
+        raise NIHDataError(f"{exc}; re-extract it from the official archive or skip it with --set data.skip_bad=true") from None
 
 
 class NIHDataset(CXRDataset):
@@ -169,7 +169,7 @@ class NIHDataset(CXRDataset):
                     desc=f"caching NIH {self.meta.get('split', '')} at {image_size} px",
                 )
             except ImageError as exc:
-                raise NIHDataError(f"{exc}; re-extract it from the official archive or pass --skip-bad") from None
+                raise NIHDataError(f"{exc}; re-extract it from the official archive or skip it with --set data.skip_bad=true") from None
             self.cache_file = Path(cache_file)
             if preload:
                 self.images = np.array(self.images)
