@@ -358,6 +358,7 @@ def test_latex_text_is_pdflatex_safe(fake_report):
     assert _latex_escape("IoU > T, τ ≤ 0.5, 95 % Pleural_Thickening †") == (
         r"IoU $>$ T, $\tau$ $\le$ 0.5, 95 \% Pleural\_Thickening \dag{}"
     )
+    assert _latex_escape("afloc − gradcam, −0.02") == r"afloc $-$ gradcam, $-$0.02"  # U+2212, not in OT1
     _, out = fake_report
     tex = (out / "tables" / "iobb_accuracy.tex").read_text()
     caption = next(line for line in tex.splitlines() if line.startswith("\\caption"))

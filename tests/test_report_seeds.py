@@ -368,3 +368,71 @@ def test_seed_section_renders_cleanly_in_chromium(seed_report, tmp_path):
         pytest.skip("Chromium missing (apt-get update && apt-get install -y chromium)")
     check = check_page(seed_report[2] / "index.html", screenshot=tmp_path / "shot.png")
     assert check.console_errors == [] and check.sorted_ok
+
+
+# -- swapped pairs: does each seed tell the two methods apart? ----------------------------------
+
+
+def _hits_run(root: Path, seed: int, hits: dict[str, list[int]]) -> Path:
+    """A run whose methods hit (IoU > 0.3) the given boxes, one box per patient; summaries agree with the hits."""
+    n = len(next(iter(hits.values())))
+    boxes = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "label": ["Mass"] * n, "x": 1.0 + seed, "y": 1.0,
+                          "w": 5.0, "h": 5.0, "patient_id": [f"p{k}" for k in range(n)]})
+    run = make_seed_run(root, seed, {m: toy_summary(sum(h) / n) for m, h in hits.items()})
+    for m, h in hits.items():
+        per_box = boxes.assign(size_bin="small", best_iou=[0.5 if x else 0.1 for x in h], best_iobb=0.5, pointing_hit=1,
+                               **{"iou_hit_0.3": [bool(x) for x in h]})
+        per_box.to_csv(run / "scores" / m / "per_box.csv", index=False)
+    return run
+
+
+def test_swapped_pairs_known_answers():
+    a, b = Path("a"), Path("b")
+    roles = {"x": "method", "y": "method", "z": "method", "prior-lung": "guess"}
+    accs = {a: {"x": 0.5, "y": 0.4, "z": 0.3, "prior-lung": 0.9}, b: {"x": 0.4, "y": 0.5, "z": 0.3, "prior-lung": 0.1}}
+    assert SD.swapped_pairs(accs, roles, [a, b]) == [("x", "y")]  # references never; z keeps its place
+    accs[b]["z"] = 0.4  # a tie with x is not a reversal
+    assert SD.swapped_pairs(accs, roles, [a, b]) == [("x", "y")]
+    accs[b] = {"x": 0.5, "y": 0.4}
+    assert SD.swapped_pairs(accs, roles, [a, b]) == []
+
+
+def test_a_pair_each_seed_separates_the_other_way_is_a_significant_reversal(tmp_path):
+    n = 60
+    better, worse = [1] * 50 + [0] * 10, [0] * 50 + [1] * 10
+    runs = [_hits_run(tmp_path / "s0", 0, {"x": better, "y": worse}), _hits_run(tmp_path / "s1", 1, {"x": worse, "y": better})]
+    sec = SD.build_section(load_runs(runs), n_boot=200)
+    sw = table(sec, "seeds_swaps")
+    assert list(sw.display.index) == ["x − y"] and sw.display.loc["x − y", "Swap"] == "significant reversal"
+    long = sw.long.set_index("seed")
+    assert long.loc[0, "diff"] == pytest.approx(40 / n) and long.loc[1, "diff"] == pytest.approx(-40 / n)
+    assert bool(long.loc[0, "significant"]) and bool(long.loc[1, "significant"])
+    assert "1 significant reversal (x − y)" in sec.verdict and sec.holds is False
+
+
+def test_a_swap_no_seed_separates_is_within_noise(tmp_path):
+    base = [1, 0] * 30
+    flipped = base[:-2] + [0, 1]  # the same hits but for the last two boxes: one more hit, one fewer
+    one_more = base[:-1] + [1]
+    runs = [_hits_run(tmp_path / "s0", 0, {"x": one_more, "y": base, "z": [0] * 60}),
+            _hits_run(tmp_path / "s1", 1, {"x": base, "y": one_more, "z": [0] * 60}),
+            _hits_run(tmp_path / "s2", 2, {"x": flipped, "y": base, "z": [0] * 60})]
+    sec = SD.build_section(load_runs(runs), n_boot=200)
+    sw = table(sec, "seeds_swaps")
+    assert list(sw.display.index) == ["x − y"] and sw.display.loc["x − y", "Swap"] == "within noise"
+    assert sw.display.loc["x − y", "Seed 2"].startswith("+0.000")
+    assert not sw.long["significant"].any() and (sw.long["p_value"] > 0.5).all()
+    assert "Swapped pair (1): 1 within noise." in sec.verdict and "every p ≥ 0.05" in sec.verdict
+
+
+def test_no_swap_no_table_and_untestable_pairs_say_so(tmp_path):
+    same = [_hits_run(tmp_path / f"a{s}", s, {"x": [1] * 8 + [0] * 2, "y": [1] * 2 + [0] * 8}) for s in (0, 1)]
+    sec = SD.build_section(load_runs(same), n_boot=50)
+    assert "seeds_swaps" not in [t.name for t in sec.tables] and "Swapped" not in sec.verdict
+    # hand-written per-box tables without hit columns (make_seed_run): the swap is listed, not tested
+    runs = runs_with(tmp_path / "b", {3: {"a": 0.6, "b": 0.5, "c": 0.4}, 7: {"a": 0.4, "b": 0.5, "c": 0.6}})
+    sec = SD.build_section(load_runs(runs), n_boot=50)
+    sw = table(sec, "seeds_swaps")
+    assert set(sw.display["Swap"]) == {"not tested"} and len(sw.display) == 3
+    assert (sw.display[["Seed 3", "Seed 7"]] == "–").all().all()
+    assert "3 not tested" in sec.verdict and "every p" not in sec.verdict

@@ -5,7 +5,9 @@ reads each method's numbers from every run's ``summary.json`` (nothing is rescor
 the mean and the spread over seeds (sample SD, min, max, number of seeds) of macro IoU accuracy at
 T(IoU) 0.1/0.3/0.5 and per box-size bin at 0.3, of the gain over the best guess and the right-class rate
 at 0.3 (``summary["sanity"]``), and of the mean AUROC; then each seed's ranking of the methods by macro
-IoU accuracy at T(IoU) 0.3, and Kendall's tau-b between every two seeds over the methods both ran.
+IoU accuracy at T(IoU) 0.3, and Kendall's tau-b between every two seeds over the methods both ran. For every two methods whose
+order reverses between two seeds, a paired patient bootstrap of their difference within each seed (on that
+seed's boxes, from the runs' per-box tables) tells a reversal the seeds agree on from a tie within noise.
 
 Which runs qualify (`compare_runs`): at least two runs, each with its seed and its config.yaml, no seed
 twice, and the same settings in every config section that enters the run's config hash except the seed
@@ -56,6 +58,11 @@ RULES: tuple[str, ...] = (
     f"**The ranking holds** when every pair of seeds shares at least {MIN_RANKED} ranked methods and has "
     f"τ-b ≥ {TAU_HOLDS:g}; it **does not hold** when some pair has τ-b < {TAU_HOLDS:g}; otherwise (fewer shared "
     "methods, or τ-b undefined because a seed gives every shared method the same accuracy) it **cannot be told**.",
+    "A **swapped pair** is two ranked methods whose order at T(IoU) 0.3 reverses between two seeds. Within each "
+    "seed that ran both, their paired patient-bootstrap difference on that seed's boxes says whether the seed "
+    "tells them apart (p < 0.05). A swap is **within noise** unless the pair differs significantly in one "
+    "direction on one seed and in the other direction on another; then it is a **significant reversal**. It is "
+    "**not tested** when fewer than two seeds have both methods' per-box hits at that threshold.",
 )
 
 
@@ -211,9 +218,10 @@ class SeedSection:
     colors: dict[str, str] = field(default_factory=dict)  # row label -> the method's report colour
 
 
-def build_section(rs: RunSet, colors: dict[str, str] | None = None) -> SeedSection | None:
+def build_section(rs: RunSet, colors: dict[str, str] | None = None, *, n_boot: int = 1000,
+                  seed: int = 0) -> SeedSection | None:
     """The section for runs that differ only in seed; None for a single run; tables empty with a
-    `reason` when several runs do not qualify."""
+    `reason` when several runs do not qualify. `n_boot`, `seed`: the swapped pairs' paired bootstrap."""
     seeds, reason = compare_runs(rs)
     if seeds is None:
         return None if reason is None else SeedSection(reason=reason)
@@ -221,10 +229,12 @@ def build_section(rs: RunSet, colors: dict[str, str] | None = None) -> SeedSecti
     runs = sorted(rs.run_dirs, key=lambda d: seeds[d])
     # registered name -> {run: summary}; rows in report order (methods first, references last)
     per_method: dict[str, dict[Path, dict]] = {}
+    per_box: dict[str, dict[Path, pd.DataFrame]] = {}
     roles: dict[str, str] = {}
     color_of: dict[str, str] = {}
     for name, m in rs.methods.items():
         per_method.setdefault(m.method, {})[m.run_dir] = m.summary
+        per_box.setdefault(m.method, {})[m.run_dir] = m.per_box
         roles.setdefault(m.method, role_of(m))
         if name in colors:
             color_of.setdefault(m.method, colors[name])
@@ -243,6 +253,11 @@ def build_section(rs: RunSet, colors: dict[str, str] | None = None) -> SeedSecti
     section.tables.append(ranking)
     kt, section.holds, section.verdict = _kendall_table(accs, roles, runs, seeds)
     section.tables.append(kt)
+    swaps = swapped_pairs(accs, roles, runs)
+    if swaps:
+        table, words = _swap_table(swaps, per_box, runs, seeds, n_boot, seed)
+        section.tables.append(table)
+        section.verdict += " " + words
     revs = {d: str(rs.manifests.get(d, {}).get("git_revision") or "") for d in runs}
     if len({r for r in revs.values() if r}) > 1:
         section.notes.append("The runs were made at different git revisions ("
@@ -430,3 +445,69 @@ def _kendall_table(accs, roles, runs, seeds) -> tuple[Table, bool | None, str]:
         pd.DataFrame(rows), display, None, values, text_columns=(f"τ-b ≥ {TAU_HOLDS:g}",),
     )
     return table, holds, verdict
+
+
+def swapped_pairs(accs: dict[Path, dict[str, float]], roles: dict[str, str], runs: list[Path]) -> list[tuple[str, str]]:
+    """Pairs of ranked methods whose order (strictly, by macro accuracy) reverses between some two runs."""
+    ranked = sorted({k for d in runs for k in accs[d] if roles[k] == "method"})
+    out = []
+    for x, y in combinations(ranked, 2):
+        signs = {np.sign(accs[d][x] - accs[d][y]) for d in runs
+                 if x in accs[d] and y in accs[d] and not math.isnan(accs[d][x] - accs[d][y])}
+        if {1.0, -1.0} <= signs:
+            out.append((x, y))
+    return out
+
+
+def _swap_table(swaps, per_box, runs, seeds, n_boot: int, seed: int) -> tuple[Table, str]:
+    """Each swapped pair's paired difference within every seed that ran both, and the words for the verdict."""
+    from wsl_bench.report.scoring_api import paired_comparison
+
+    cols = [f"Seed {seeds[d]}" for d in runs] + ["Swap"]
+    rows, disp, vals, kinds = [], {}, {}, {}
+    for x, y in swaps:
+        label = f"{x} − {y}"
+        disp[label], vals[label] = {}, {}
+        directions, tested = set(), 0
+        for d, col in zip(runs, cols):
+            disp[label][col], vals[label][col] = "–", math.nan
+            if d not in per_box[x] or d not in per_box[y]:
+                continue
+            try:
+                c = paired_comparison(per_box[x][d], per_box[y][d], "iou_acc", RANK_T, MACRO, None, n_boot, seed)
+            except ValueError:  # per-box tables without the hit column, or of different boxes
+                continue
+            tested += 1
+            if c.significant and c.diff != 0:
+                directions.add(1 if c.diff > 0 else -1)
+            disp[label][col] = (f"{c.diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}], "
+                                f"p {'< 0.001' if c.p_value < 1e-3 else f'= {c.p_value:.3g}'}{'*' if c.significant else ''}")
+            vals[label][col] = c.diff
+            rows.append(dict(method_a=x, method_b=y, seed=seeds[d], run=str(d), threshold=RANK_T, diff=c.diff,
+                             ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value, significant=c.significant))
+        verdict = ("significant reversal" if directions == {1, -1} else "within noise" if tested >= 2
+                   else "not tested")
+        disp[label]["Swap"], vals[label]["Swap"] = verdict, math.nan
+        for r in rows:
+            if (r["method_a"], r["method_b"]) == (x, y):
+                r["swap"] = verdict
+        kinds.setdefault(verdict, []).append(label)
+    index = pd.Index(list(disp), name="Pair")
+    display = pd.DataFrame.from_dict(disp, orient="index").reindex(index=index, columns=cols)
+    values = pd.DataFrame.from_dict(vals, orient="index").reindex(index=index, columns=cols).astype(float)
+    table = Table(
+        "seeds_swaps",
+        "Swapped pairs: does each seed tell them apart?",
+        f"Every two ranked methods whose order at T(IoU) {RANK_T} reverses between two seeds: their difference in "
+        "macro IoU accuracy within each seed, on that seed's boxes, with the paired patient-bootstrap 95 % CI and "
+        "two-sided p (* p < 0.05); a swap is a significant reversal only when the pair differs significantly in "
+        "opposite directions on two seeds.",
+        pd.DataFrame(rows), display, None, values, text_columns=("Swap",),
+    )
+    n, separated = len(swaps), sum(bool(r["significant"]) for r in rows)
+    parts = [f"{len(v)} {k} ({', '.join(v)})" for k, v in kinds.items() if k != "within noise"]
+    if "within noise" in kinds:
+        parts.insert(0, f"{len(kinds['within noise'])} within noise")
+    words = (f"Swapped pair{'s' if n != 1 else ''} ({n}): " + "; ".join(parts) + "."
+             + (" No seed tells any swapped pair apart (every p ≥ 0.05)." if rows and not separated else ""))
+    return table, words

@@ -474,7 +474,7 @@ def to_markdown(display: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
 _LATEX = (
     ("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$"), ("–", "--"),
     (">", r"$>$"), ("<", r"$<$"), ("≤", r"$\le$"), ("≥", r"$\ge$"), ("±", r"$\pm$"), ("τ", r"$\tau$"), ("†", r"\dag{}"),
-    ("×", r"$\times$"),
+    ("×", r"$\times$"), ("−", r"$-$"),
 )
 
 

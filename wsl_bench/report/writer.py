@@ -267,7 +267,7 @@ def write_report(
         notes += more
     clear_previous_report(out_dir)
     sanity = S.build_section(rs)
-    seeds = SD.build_section(rs, colors)
+    seeds = SD.build_section(rs, colors, n_boot=n_boot, seed=seed)
     if seeds is not None and seeds.reason:
         notes.append(f"No section \"{SD.SECTION_TITLE}\": {seeds.reason}.")
         seeds = None
