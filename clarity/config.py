@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from wsl_bench.stems import PATCH_STEMS
+
 # Named backbones. "s16-224"/"s16-512" are the paper's CLARiTy-S-16-224 and -S-16-512 (ViT-S, patch
 # 16). "t16-128" is ours: a 6-block ViT-Tiny at 128 px for the CPU quick preset.
 ARCHS: dict[str, dict[str, Any]] = {
@@ -32,7 +34,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "distill": ("soft", "token", "none"),
     "dino": ("stage", "file", "none"),
     "lr_schedule": ("cosine", "constant"),
-    "patch_stem": ("linear", "conv"),
+    "patch_stem": PATCH_STEMS,
 }
 
 

@@ -9,7 +9,6 @@ output still comes from timm's fused attention, so the rest of the network runs 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import timm
@@ -19,6 +18,7 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from wsl_bench.labels import FINDINGS
+from wsl_bench.stems import set_patch_stem
 
 from .config import ClarityConfig
 from .segmentcam import SegmentCAM
@@ -42,25 +42,7 @@ def build_backbone(cfg: ClarityConfig) -> nn.Module:
     if spec.get("depth"):
         kwargs["depth"] = spec["depth"]
     vit = timm.create_model(spec["backbone"], **kwargs)
-    if cfg.patch_stem == "conv":
-        vit.patch_embed.proj = conv_stem(vit.patch_embed.proj.in_channels, vit.embed_dim, vit.patch_embed.patch_size[0])
-    return vit
-
-
-def conv_stem(in_chans: int, dim: int, patch: int) -> nn.Sequential:
-    """A convolutional patchify with the linear one's stride: log2(patch) stride-2 3x3 conv + BN + ReLU
-    layers (widths doubling up to dim), then a 1x1 projection to `dim` (Xiao et al. 2021)."""
-    n = int(round(math.log2(patch)))
-    if 2**n != patch:
-        raise ValueError(f"clarity: patch_stem='conv' needs a power-of-two patch size, got {patch}")
-    widths = [max(8, dim // 2 ** (n - 1 - i)) for i in range(n)]
-    layers: list[nn.Module] = []
-    prev = in_chans
-    for w in widths:
-        layers += [nn.Conv2d(prev, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-        prev = w
-    layers.append(nn.Conv2d(prev, dim, 1))
-    return nn.Sequential(*layers)
+    return set_patch_stem(vit, cfg.patch_stem)
 
 
 def class_row_attention(attn: nn.Module, x: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:

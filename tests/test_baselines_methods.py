@@ -233,3 +233,29 @@ def test_paper_preset_builds_takes_one_step_and_explains(name):
     net.eval()
     maps = m.explain(x, [0, 1])
     assert maps.shape[:2] == (2, 2) and bool(torch.isfinite(maps).all())
+
+
+def test_vit_conv_patch_stem_trains_explains_and_round_trips(cohort, tmp_path):
+    """patch_stem='conv' (the ViT baselines' standard preset): stride-2 convs replace the patchify, the token grid
+    stays, and a fresh instance rebuilds the stem from the saved config."""
+    torch.set_num_threads(1)
+    m = create_method("rollout", tiny_config("rollout") | {"patch_stem": "conv"}, preset="quick")
+    m.fit(*cohort, FitContext(checkpoint_dir=tmp_path / "rollout", run_dir=tmp_path, seed=0, image_size=S))
+    stem = m.net.model.patch_embed.proj
+    assert [c.stride[0] for c in stem if isinstance(c, torch.nn.Conv2d)] == [2, 2, 2, 1]
+    x = torch.from_numpy(cohort[1].imgs[:3, None].copy())
+    maps = m.explain(x, list(BOX_FINDING_INDICES))
+    assert maps.shape[:2] == (3, 8) and bool(torch.isfinite(maps).all())
+    again = create_method("rollout", tiny_config("rollout"), preset="quick")  # linear by default
+    again.load(tmp_path / "rollout")
+    torch.testing.assert_close(again.explain(x, list(BOX_FINDING_INDICES)), maps, rtol=1e-4, atol=1e-4)
+    infos = available_methods()
+    for name in ("rollout", "grad-rollout", "vit-attention", "vit-gradcam"):
+        assert infos[name].cls.presets["standard"]["patch_stem"] == "conv", name
+        assert infos[name].cls.base_defaults["patch_stem"] == "linear", name  # quick and paper keep the patchify
+    with pytest.raises(ValueError, match="patch_stem"):
+        create_method("rollout", tiny_config("rollout") | {"patch_stem": "resnet"}, preset="quick")
+    from wsl_bench.settings import method_known_keys
+
+    assert "patch_stem" in method_known_keys(infos["rollout"])
+    assert "patch_stem" not in method_known_keys(infos["hybrid-gradcam"])  # its CNN trunk is its stem: refused
