@@ -63,7 +63,7 @@ class HybridExplainer(ViTExplainer):
 
     paper = "Li et al., Modeling long-range dependencies for WSL on chest X-ray, QIMS 2022"
     base_defaults = {
-        **{k: v for k, v in ViTExplainer.base_defaults.items() if k != "patch_stem"},  # the CNN trunk is the stem
+        **ViTExplainer.base_defaults,
         "arch": "resnet18",  # the CNN trunk
         "cnn_stage": 3,
         "embed_dim": 192,

@@ -172,7 +172,6 @@ class ViTExplainer(TrainedNetMethod):
         **TrainedNetMethod.base_defaults,
         "arch": "vit_tiny_patch16_224",
         "patch_size": 16,
-        "patch_stem": "linear",  # or "conv": wsl_bench.stems.conv_stem, as CLARiTy's standard preset
         "reg_tokens": 0,  # register tokens (Darcet et al. 2024); they count as prefix tokens
         "drop_path_rate": 0.0,
         "lr": 5e-4,
@@ -185,6 +184,8 @@ class ViTExplainer(TrainedNetMethod):
         "gradcam_layer": "last_norm1",  # input of the last block's attention (tokens all still mix)
         "class_chunk": 8,  # classes per vectorised backward (memory knob for large grids)
     }
+    # `patch_stem` ("linear" when absent, or "conv": wsl_bench.stems) is set by the standard preset only, so the
+    # configs, and the stage keys, of quick and paper runs stay as they were before the key existed
     train_keys = TrainedNetMethod.train_keys + ("patch_size", "patch_stem", "reg_tokens", "drop_path_rate")
     presets = {
         # ViT-Tiny/16 at 128 px (8x8 grid) trains at ~57 img/s on 2 cores.
