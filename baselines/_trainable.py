@@ -183,7 +183,8 @@ class TrainedNetMethod(Method):
         from wsl_bench.training import ClassifierModule
 
         return ClassifierModule(
-            net, lr=float(self.config["lr"]), weight_decay=float(self.config["weight_decay"]), pos_weight=pos_weight
+            net, lr=float(self.config["lr"]), weight_decay=float(self.config["weight_decay"]), pos_weight=pos_weight,
+            warmup_frac=self.config.get("warmup_frac"),  # set by the ViT baselines' standard preset; else constant
         )
 
     def _train(self, train, val, ctx: FitContext) -> None:

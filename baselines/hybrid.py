@@ -75,13 +75,14 @@ class HybridExplainer(ViTExplainer):
         "gradcam_layer": "last_norm1",
     }
     train_keys = ("arch", "weights", "lr", "weight_decay", "max_epochs", "batch_size", "patience", "pos_weight",
-                  "cnn_stage", "embed_dim", "depth", "num_heads", "drop_path_rate")
+                  "warmup_frac", "cnn_stage", "embed_dim", "depth", "num_heads", "drop_path_rate")
     presets = {
         "quick": {"arch": "resnet18", "embed_dim": 192, "depth": 4, "num_heads": 3, "max_epochs": 2,
                   "batch_size": 32, "lr": 5e-4},
-        # ResNet-18 trunk to stage 3 (stride 16): 14x14 tokens at 224 px
-        "standard": {"arch": "resnet18", "embed_dim": 192, "depth": 4, "num_heads": 3, "max_epochs": 20,
-                     "batch_size": 32, "lr": 5e-4, "patience": 3},
+        # ResNet-18 trunk to stage 3 (stride 16): 14x14 tokens at 224 px; its transformer blocks warm up as
+        # CLARiTy's do (10 % warm-up + cosine)
+        "standard": {"arch": "resnet18", "embed_dim": 192, "depth": 4, "num_heads": 3, "warmup_frac": 0.1,
+                     "max_epochs": 20, "batch_size": 32, "lr": 5e-4, "patience": 3},
         "paper": {"arch": "resnet50", "embed_dim": 384, "depth": 12, "num_heads": 6, "max_epochs": 30,
                   "batch_size": 32, "lr": 1e-4, "drop_path_rate": 0.1, "patience": 5, "explain_batch_size": 8,
                   "class_chunk": 4},

@@ -260,3 +260,22 @@ def test_vit_conv_patch_stem_trains_explains_and_round_trips(cohort, tmp_path):
 
     assert "patch_stem" in method_known_keys(infos["rollout"])
     assert "patch_stem" not in method_known_keys(infos["hybrid-gradcam"])  # its CNN trunk is its stem: refused
+
+
+def test_vit_standard_warmup_steps_the_rate_per_batch(cohort, tmp_path):
+    """warmup_frac (the ViT baselines' and hybrids' standard preset): warm-up then cosine to ~0 by the epoch cap,
+    stepped per batch; absent, the rate stays constant (quick and paper, as before the key existed)."""
+    torch.set_num_threads(1)
+    for name, extra, ck in (("rollout", {"warmup_frac": 0.25}, "warm"), ("rollout", {}, "flat")):
+        m = create_method(name, tiny_config(name) | {"max_epochs": 2, "share_checkpoint": "none"} | extra, preset="quick")
+        m.fit(*cohort, FitContext(checkpoint_dir=tmp_path / ck, run_dir=tmp_path, seed=0, image_size=S))
+    state = torch.load(tmp_path / "warm" / "last.ckpt", map_location="cpu", weights_only=True)
+    sched = state["lr_schedulers"][0]
+    assert sched["last_epoch"] == 4  # 2 epochs x 2 batches of 16
+    assert sched["base_lrs"] == [create_method("rollout", tiny_config("rollout"), preset="quick").config["lr"]]
+    assert sched["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)
+    assert torch.load(tmp_path / "flat" / "last.ckpt", map_location="cpu", weights_only=True)["lr_schedulers"] == []
+    for name in ("rollout", "vit-gradcam", "hybrid-gradcam", "hybrid-rollout"):
+        assert available_methods()[name].cls.presets["standard"]["warmup_frac"] == 0.1, name
+    with pytest.raises(ValueError, match="warmup_frac"):
+        fit("rollout", cohort, tmp_path / "bad", warmup_frac=1.5, share_checkpoint="none")

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
+from wsl_bench.training.schedules import warmup_cosine_config
+
 
 def mean_auroc(probs: np.ndarray, labels: np.ndarray) -> float:
     """Mean AUROC over the columns whose labels contain both 0 and 1; 0.5 when no column does.
@@ -41,15 +43,21 @@ class ClassifierModule(L.LightningModule):
     Args:
       net: an `nn.Module`; `net(images [B,1,H,W]) -> logits [B,14]` (or richer outputs, see `logits_of`).
       lr, weight_decay: AdamW settings (override `configure_optimizers` for more).
+      warmup_frac: None for a constant rate; else linear warm-up over this fraction of the fit's steps, then
+        cosine decay (`warmup_cosine`, spanning the epoch cap), as CLARiTy trains.
       pos_weight: optional [14] tensor of BCE positive weights (class imbalance).
     Batches are the dataset's dicts: ``{"image", "labels", "index", ...}`` (synth adds "lung_mask").
     """
 
-    def __init__(self, net: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 1e-4, pos_weight=None):
+    def __init__(self, net: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 1e-4, pos_weight=None,
+                 warmup_frac: float | None = None):
         super().__init__()
         self.net = net
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
+        self.warmup_frac = None if warmup_frac is None else float(warmup_frac)
+        if self.warmup_frac is not None and not 0.0 <= self.warmup_frac < 1.0:
+            raise ValueError(f"config key 'warmup_frac' must be in [0, 1) (or null for a constant rate), got {warmup_frac!r}")
         if pos_weight is not None:
             pos_weight = torch.as_tensor(pos_weight, dtype=torch.float32)
         self.register_buffer("pos_weight", pos_weight, persistent=False)
@@ -125,4 +133,5 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        return opt if self.warmup_frac is None else warmup_cosine_config(self, opt, self.warmup_frac)
