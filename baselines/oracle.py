@@ -21,7 +21,7 @@ from torch import nn
 from wsl_bench.checkpoints import load_checkpoint, save_checkpoint
 from wsl_bench.labels import BOX_FINDING_INDICES, BOX_FINDINGS, NUM_FINDINGS
 from wsl_bench.methods import FitContext, Method, register_method
-from wsl_bench.training import ClassifierModule, warmup_cosine_config
+from wsl_bench.training import ClassifierModule
 
 CHECKPOINT = "model"  # the wsl_bench.checkpoints pair WEIGHTS_FILE + STATE_FILE
 WEIGHTS_FILE, STATE_FILE = "model.safetensors", "model.json"
@@ -135,9 +135,8 @@ class _SegModule(ClassifierModule):
 
     def __init__(self, net: nn.Module, lr: float, weight_decay: float, dice_weight: float, warmup_frac: float,
                  aux_lung: float = 0.0):
-        super().__init__(net, lr=lr, weight_decay=weight_decay)
+        super().__init__(net, lr=lr, weight_decay=weight_decay, warmup_frac=warmup_frac)
         self.dice_weight = float(dice_weight)
-        self.warmup_frac = float(warmup_frac)
         self.aux_lung = float(aux_lung)
 
     def logits_of(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -157,10 +156,6 @@ class _SegModule(ClassifierModule):
             loss = loss + self.aux_lung * lung_loss
             logs["lung"] = lung_loss.detach()
         return loss, logs
-
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        return warmup_cosine_config(self, opt, self.warmup_frac)
 
 
 @register_method("oracle-seg", paper="Ceiling reference: supervised segmentation on exact lesion masks")

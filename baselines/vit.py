@@ -22,7 +22,7 @@ from baselines._backbones import GrayscaleNet, create_timm, load_local_weights
 from baselines._cam_engine import LIBRARY_CAMS, cam_maps, class_gradients, frozen
 from baselines._trainable import TrainedNetMethod
 from wsl_bench.methods import register_method
-from wsl_bench.stems import PATCH_STEMS, set_patch_stem
+from wsl_bench.stems import check_patch_stem, set_patch_stem
 
 HEAD_FUSIONS = ("mean", "max", "min")
 EXPLAINERS = ("rollout", "grad-rollout", "attention", "gradcam")
@@ -205,10 +205,7 @@ class ViTExplainer(TrainedNetMethod):
 
     def __init__(self, config: dict[str, Any] | None = None, device: str | torch.device = "cpu"):
         super().__init__(config, device)
-        stem = self.config.get("patch_stem", "linear")
-        if stem not in PATCH_STEMS:  # fail before any fit, not when the network is first built
-            raise ValueError(f"{type(self).__name__}: config key 'patch_stem' must be one of {', '.join(PATCH_STEMS)}, "
-                             f"got {stem!r}")
+        check_patch_stem(self.config.get("patch_stem", "linear"))  # fail before any fit, not at the first build
 
     def share_family(self) -> str:
         return "timm-vit"

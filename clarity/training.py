@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from wsl_bench.training import ClassifierModule, warmup_cosine_config
+from wsl_bench.training import ClassifierModule
 
 from .config import ClarityConfig
 from .losses import clarity_losses
@@ -24,7 +24,10 @@ class ClarityModule(ClassifierModule):
 
     def __init__(self, net: ClarityNet, cfg: ClarityConfig, *, teacher: nn.Module | None = None,
                  prior: PriorFn | None = None, pos_weight=None, teacher_table: torch.Tensor | None = None):
-        super().__init__(net, lr=cfg.lr, weight_decay=cfg.weight_decay, pos_weight=pos_weight)
+        # lr_schedule='cosine' (ours): per-step linear warm-up over `warmup_frac` of the steps, then cosine decay to
+        # 0 (a ViT trained from scratch for a few epochs needs both); 'constant': AdamW alone
+        super().__init__(net, lr=cfg.lr, weight_decay=cfg.weight_decay, pos_weight=pos_weight,
+                         warmup_frac=cfg.warmup_frac if cfg.lr_schedule == "cosine" else None)
         self.cfg = cfg
         self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
         self.prior = prior
@@ -56,10 +59,3 @@ class ClarityModule(ClassifierModule):
         )
         return loss, {k: v.detach() for k, v in parts.items() if k != "total"}
 
-    def configure_optimizers(self):
-        """AdamW; with lr_schedule='cosine' (ours) a per-step linear warm-up over `warmup_frac` of
-        the steps, then cosine decay to 0 (a ViT trained from scratch for a few epochs needs both)."""
-        optimizer = super().configure_optimizers()
-        if self.cfg.lr_schedule == "constant":
-            return optimizer
-        return warmup_cosine_config(self, optimizer, self.cfg.warmup_frac)

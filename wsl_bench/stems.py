@@ -26,11 +26,16 @@ def conv_stem(in_chans: int, dim: int, patch: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def check_patch_stem(stem: str) -> str:
+    """`stem` if it names a patch stem, else a ValueError naming the config key."""
+    if stem not in PATCH_STEMS:
+        raise ValueError(f"config key 'patch_stem' must be one of {', '.join(PATCH_STEMS)}, got {stem!r}")
+    return stem
+
+
 def set_patch_stem(vit: nn.Module, stem: str) -> nn.Module:
     """Give a timm ViT the named patch stem in place (`linear` keeps its own); returns the ViT."""
-    if stem not in PATCH_STEMS:
-        raise ValueError(f"patch_stem must be one of {', '.join(PATCH_STEMS)}, got {stem!r}")
-    if stem == "conv":
+    if check_patch_stem(stem) == "conv":
         proj = vit.patch_embed.proj
         vit.patch_embed.proj = conv_stem(proj.in_channels, proj.out_channels, vit.patch_embed.patch_size[0])
     return vit
