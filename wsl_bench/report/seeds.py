@@ -468,7 +468,7 @@ def _swap_table(swaps, per_box, runs, seeds, n_boot: int, seed: int) -> tuple[Ta
     for x, y in swaps:
         label = f"{x} − {y}"
         disp[label], vals[label] = {}, {}
-        directions, tested = set(), 0
+        directions, pair_rows = set(), []
         for d, col in zip(runs, cols):
             disp[label][col], vals[label][col] = "–", math.nan
             if d not in per_box[x] or d not in per_box[y]:
@@ -477,20 +477,17 @@ def _swap_table(swaps, per_box, runs, seeds, n_boot: int, seed: int) -> tuple[Ta
                 c = paired_comparison(per_box[x][d], per_box[y][d], "iou_acc", RANK_T, MACRO, None, n_boot, seed)
             except ValueError:  # per-box tables without the hit column, or of different boxes
                 continue
-            tested += 1
             if c.significant and c.diff != 0:
                 directions.add(1 if c.diff > 0 else -1)
             disp[label][col] = (f"{c.diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}], "
                                 f"p {'< 0.001' if c.p_value < 1e-3 else f'= {c.p_value:.3g}'}{'*' if c.significant else ''}")
             vals[label][col] = c.diff
-            rows.append(dict(method_a=x, method_b=y, seed=seeds[d], run=str(d), threshold=RANK_T, diff=c.diff,
-                             ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value, significant=c.significant))
-        verdict = ("significant reversal" if directions == {1, -1} else "within noise" if tested >= 2
+            pair_rows.append(dict(method_a=x, method_b=y, seed=seeds[d], run=str(d), threshold=RANK_T, diff=c.diff,
+                                  ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value, significant=c.significant))
+        verdict = ("significant reversal" if directions == {1, -1} else "within noise" if len(pair_rows) >= 2
                    else "not tested")
         disp[label]["Swap"], vals[label]["Swap"] = verdict, math.nan
-        for r in rows:
-            if (r["method_a"], r["method_b"]) == (x, y):
-                r["swap"] = verdict
+        rows += [{**r, "swap": verdict} for r in pair_rows]
         kinds.setdefault(verdict, []).append(label)
     index = pd.Index(list(disp), name="Pair")
     display = pd.DataFrame.from_dict(disp, orient="index").reindex(index=index, columns=cols)
