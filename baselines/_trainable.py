@@ -21,6 +21,7 @@ a method's own checkpoint folder from then is still read (`LEGACY_CONFIG_FILE`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -132,6 +133,13 @@ class TrainedNetMethod(Method):
         share = self.config.get("share_checkpoint") or "none"
         started = time.perf_counter()
         source = self._shared_source(share, train, val, ctx)
+        # fits running at once (`--fit-jobs`) train a shared backbone once: the others wait, then load it
+        with caches.building(source, ctx) if source is not None and share == "auto" else contextlib.nullcontext():
+            self._fit_or_load(source, share, train, val, ctx)
+        self.fit_info["fit_s"] = round(time.perf_counter() - started, 3)
+        self.save(ckdir)
+
+    def _fit_or_load(self, source: Path | None, share: str, train, val, ctx: FitContext) -> None:
         if source is not None and self._source_usable(source, share):
             self.load(source)
             caches.record_use(ctx, source, WEIGHTS_FILE, CONFIG_FILE)
@@ -145,8 +153,6 @@ class TrainedNetMethod(Method):
                 self.save(source)
                 caches.seal(source, WEIGHTS_FILE, CONFIG_FILE)
                 caches.record_use(ctx, source, WEIGHTS_FILE, CONFIG_FILE)
-        self.fit_info["fit_s"] = round(time.perf_counter() - started, 3)
-        self.save(ckdir)
 
     @staticmethod
     def _source_usable(source: Path, share: str) -> bool:

@@ -166,9 +166,14 @@ def dino_key(cfg: ClarityConfig, train, ctx: FitContext) -> dict:
 
 def get_dino_backbone(cfg: ClarityConfig, train, val, ctx: FitContext) -> dict[str, torch.Tensor]:
     """The DINO-pretrained ViT weights (teacher branch) for this data and config; trains if not cached."""
+    directory = stage_dir(ctx, f"dino-{cfg.resolved_arch}", dino_key(cfg, train, ctx))
+    with caches.building(directory, ctx):  # fits running at once train it once
+        return _dino_backbone(directory, cfg, train, val, ctx)
+
+
+def _dino_backbone(directory: Path, cfg: ClarityConfig, train, val, ctx: FitContext) -> dict[str, torch.Tensor]:
     from wsl_bench.training import train_module
 
-    directory = stage_dir(ctx, f"dino-{cfg.resolved_arch}", dino_key(cfg, train, ctx))
     # checksums verified; a damaged backbone, or one cached before the checkpoint format, is removed and retrained
     if is_done(directory, WEIGHTS, META):
         caches.record_use(ctx, directory, WEIGHTS)

@@ -6,6 +6,7 @@ trained through the harness's `train_module` and cached in the run folder like t
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -91,12 +92,17 @@ class SegmenterModule(L.LightningModule):
 
 def train_segmenter(train, val, ctx: FitContext, *, epochs: int = 3, batch_size: int = 32, key: dict | None = None) -> LungSegmenter:
     """Train (or load from the run-folder cache) a segmenter on splits whose items carry "lung_mask"."""
-    from wsl_bench.training import train_module
-
     if "lung_mask" not in train[0]:
         raise ValueError("clarity: the lung segmenter trains on splits whose items carry 'lung_mask' (SynthCXR)")
     key = {"epochs": epochs, "batch_size": batch_size, "seed": ctx.seed, **(key or {})}
     directory = stage_dir(ctx, "lung-segmenter", key)
+    with caches.building(directory, ctx):  # fits running at once train it once
+        return _segmenter(directory, key, train, val, ctx, epochs, batch_size)
+
+
+def _segmenter(directory: Path, key: dict, train, val, ctx: FitContext, epochs: int, batch_size: int) -> LungSegmenter:
+    from wsl_bench.training import train_module
+
     net = LungSegmenter()
     if is_done(directory, WEIGHTS, META):  # checksums verified (clarity/stages.py)
         net.load_state_dict(load_checkpoint(directory, CHECKPOINT)[0])

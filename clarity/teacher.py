@@ -9,6 +9,7 @@ ConvNeXt V2-B) and its training recipe are ours.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 import numpy as np
 import timm
 import torch
@@ -62,9 +63,14 @@ def teacher_key(cfg: ClarityConfig, img_size: int, train, ctx: FitContext) -> di
 
 def get_teacher(cfg: ClarityConfig, img_size: int, train, val, ctx: FitContext) -> Teacher:
     """The cached teacher for this data and config, trained now if the run folder has none."""
+    directory = stage_dir(ctx, f"teacher-{cfg.teacher}", teacher_key(cfg, img_size, train, ctx))
+    with caches.building(directory, ctx):  # fits running at once train it once
+        return _teacher(directory, cfg, img_size, train, val, ctx)
+
+
+def _teacher(directory: Path, cfg: ClarityConfig, img_size: int, train, val, ctx: FitContext) -> Teacher:
     from wsl_bench.training import ClassifierModule, train_module
 
-    directory = stage_dir(ctx, f"teacher-{cfg.teacher}", teacher_key(cfg, img_size, train, ctx))
     teacher = Teacher(cfg.teacher, img_size)
     if is_done(directory, WEIGHTS, META):  # checksums verified; a damaged teacher is removed and retrained
         teacher.load_state_dict(load_checkpoint(directory, CHECKPOINT)[0])
@@ -104,6 +110,11 @@ def teacher_table(teacher: nn.Module, split, batch_size: int = 64) -> torch.Tens
 def get_teacher_table(cfg: ClarityConfig, teacher: nn.Module, img_size: int, train, ctx: FitContext) -> torch.Tensor:
     """`teacher_table` for the training split, cached beside the teacher (every variant reuses it)."""
     directory = stage_dir(ctx, f"teacher-{cfg.teacher}", teacher_key(cfg, img_size, train, ctx))
+    with caches.building(directory, ctx):
+        return _teacher_table(directory, cfg, teacher, train, ctx)
+
+
+def _teacher_table(directory: Path, cfg: ClarityConfig, teacher: nn.Module, train, ctx: FitContext) -> torch.Tensor:
     path = directory / TABLE
     # sealed beside the teacher; a table failing its checksum is removed and recomputed (the teacher is kept)
     if path.is_file() and caches.usable(directory, TABLE, TABLE_META, remove="files"):

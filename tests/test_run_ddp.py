@@ -10,6 +10,7 @@ import pytest
 
 from wsl_bench import run as R
 from wsl_bench.stages import data as D
+from wsl_bench.stages import base as B
 from wsl_bench.stages import explain as X
 from wsl_bench.stages import fit as F
 from wsl_bench.heatmaps import read_bundle
@@ -72,7 +73,7 @@ def test_fit_speed_options_reach_the_fit_context(demo_method, tmp_path):
 
 def test_explain_threads_share_the_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(X.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(B.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert [R.explain_threads(n) for n in (1, 2, 3, 8, 32)] == [16, 8, 5, 2, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the user's setting is an upper bound
     assert [R.explain_threads(n) for n in (1, 2, 8)] == [4, 4, 2]
@@ -83,7 +84,7 @@ def test_explain_worker_sets_its_thread_count_before_working(monkeypatch, tmp_pa
     import torch
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(X.os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    monkeypatch.setattr(B.os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
     seen = {}
     monkeypatch.setattr(D, "load_cohort", lambda data, seed, progress=False: type("Cohort", (), {"test": "the test split"})())
 

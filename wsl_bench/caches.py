@@ -13,16 +13,20 @@ file a later fit trusts. Before a cache is used:
   trusted it redo itself (and rebuild the cache) on the next run.
 
 `record_use(ctx, directory, *names)` is how a method tells the harness which cache files it trusted.
+`building(directory, ctx)` is held while a cache is checked, built and sealed, so that fits running at once
+(`--fit-jobs`) build a shared cache once: the others wait for it, then find it sealed and load it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from wsl_bench.io import sha256_file, write_json
 
@@ -95,6 +99,29 @@ def usable(directory: str | os.PathLike, *names: str, remove: str = "directory")
             for name in names:
                 (directory / name).unlink(missing_ok=True)
     return False
+
+
+@contextlib.contextmanager
+def building(directory: str | os.PathLike, ctx: Any = None) -> Iterator[None]:
+    """An exclusive lock (flock on `.<name>.lock` beside the cache) for checking, building and sealing a cache.
+
+    Not taken in a multi-process (DDP) fit, whose ranks build the cache together and would wait on each other."""
+    if ctx is not None and _multi_process(ctx):
+        yield
+        return
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _multi_process(ctx: Any) -> bool:
+    devices = getattr(ctx, "devices", 1)
+    return str(devices) not in ("1", "[0]") or int(getattr(ctx, "num_nodes", 1) or 1) > 1
 
 
 def record_use(ctx: Any, directory: str | os.PathLike, *names: str) -> None:

@@ -77,6 +77,9 @@ def run_command(
     devices: str = typer.Option("1", "--devices", help="Devices per node (Lightning), e.g. 1, 8 or auto."),
     num_nodes: int = typer.Option(1, "--num-nodes", help="Nodes for multi-node DDP."),
     strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, ..."),
+    fit_jobs: Optional[str] = typer.Option(
+        None, "--fit-jobs", help="Fits to run at once, each in its own process with cores/N torch threads: a count, "
+        "or auto (one per CPU core; 1 on a GPU). Default: the preset's (standard: auto; the others: 1)."),
     ablate: Optional[str] = typer.Option(None, "--ablate", help="Comma-separated components; adds '<method>-no-<component>' variants."),
     overrides: Optional[List[str]] = typer.Option(
         None, "--set", help="Config override SECTION.KEY=VALUE (repeatable), e.g. --set data.n_train=200 "
@@ -108,7 +111,8 @@ def run_command(
                 seed=seed,
                 ablate=_split(ablate),
                 overrides=parse_overrides(overrides),
-                hardware={"accelerator": accelerator, "devices": dev, "num_nodes": num_nodes, "strategy": strategy},
+                hardware={"accelerator": accelerator, "devices": dev, "num_nodes": num_nodes, "strategy": strategy,
+                          "fit_jobs": int(fit_jobs) if fit_jobs and fit_jobs.strip().isdigit() else fit_jobs},
                 test_data=test_data,
                 test_root=str(test_root) if test_root else None,
             )

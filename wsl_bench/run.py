@@ -41,7 +41,7 @@ from wsl_bench.errors import MethodsFailed, RunError
 from wsl_bench.io import sha256_file, write_json, write_text
 from wsl_bench.presets import DEFAULT_METHODS, FIT_KEYS, PRESETS
 from wsl_bench.references import REFERENCE_METHODS
-from wsl_bench.stages import DATA, PASSES, REPORT, entry
+from wsl_bench.stages import DATA, FIT, PASSES, REPORT, entry
 from wsl_bench.stages.base import is_rank_zero
 from wsl_bench.stages.data import load_cohort, run_cohort, write_data_stage
 from wsl_bench.stages.estimates import data_lines, method_lines
@@ -244,6 +244,9 @@ def _run_stages(run: Run) -> Path | None:
     failures: dict[str, dict[str, str]] = {}
     report = REPORT.path(run)
     for stages in PASSES:
+        if stages[0] is FIT:
+            _fit_pass(run, cohort, upstream, failures)
+            continue
         for method in run.config["methods_order"] if stages[0].per_method else [None]:
             for stage in stages:
                 if method in failures:
@@ -272,6 +275,32 @@ def _run_stages(run: Run) -> Path | None:
     if failures:
         raise MethodsFailed(failures, report, len(run.config["methods_order"]))
     return report
+
+
+def _fit_pass(run: Run, cohort, upstream: dict[str, str], failures: dict[str, dict[str, str]]) -> None:
+    """Every method's fit: one after another, or with `hardware.fit_jobs` > 1 the trainable ones side by
+    side in worker processes (`wsl_bench.stages.fit_pool`; the references' quick fits stay here)."""
+    from wsl_bench.stages.fit_pool import fit_in_parallel, fit_jobs, pooled
+
+    todo: list[tuple[str, str]] = []
+    for method in run.config["methods_order"]:
+        if not FIT.takes_part(run, method):
+            continue
+        key = FIT.key(run, method, upstream)
+        name = entry(FIT, method)
+        upstream[name] = key
+        if not run.is_done(name, key):
+            todo.append((method, key))
+    parallel = [(m, k) for m, k in todo if pooled(run, m)] if is_rank_zero() else []
+    jobs = fit_jobs(run.config["hardware"], len(parallel))
+    for method, key in todo:
+        if jobs > 1 and (method, key) in parallel:
+            continue
+        run.log(f"{FIT.title}: {method}")
+        with _method_stage(run, failures, method, FIT.name):
+            FIT.run(run, cohort, method, key)
+    if jobs > 1:
+        fit_in_parallel(run, parallel, jobs, lambda method: _method_stage(run, failures, method, FIT.name))
 
 
 @contextlib.contextmanager

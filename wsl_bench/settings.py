@@ -274,6 +274,13 @@ def hardware_problems(hw: dict[str, Any]) -> list[str]:
     elif not (isinstance(dev, str) or is_int(dev)):
         out.append(f"--devices {dev!r} must be a count (e.g. 1 or 8), auto, -1 or a list of device ids (e.g. 0,1)")
     out.append(whole("--num-nodes", hw.get("num_nodes", 1), 1, 100_000))
+    jobs = hw.get("fit_jobs")
+    if jobs is not None and jobs != "auto":
+        if not is_int(jobs) or isinstance(jobs, bool) or jobs < 1:
+            out.append(f"--fit-jobs {jobs!r} must be a count >= 1 or auto")
+        elif jobs > 1 and (str(dev) != "1" or hw.get("num_nodes", 1) != 1):
+            out.append(f"--fit-jobs {jobs} runs one-device fits side by side; it cannot be combined with --devices "
+                       f"{dev} / --num-nodes {hw.get('num_nodes', 1)} (DDP): use one or the other")
     strategy = hw.get("strategy", "auto")
     if strategy != "auto":
         try:

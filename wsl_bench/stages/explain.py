@@ -8,7 +8,6 @@ the bundle is too.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from wsl_bench.io import atomic_path, sha256_file
 from wsl_bench.labels import BOX_FINDING_INDICES, BOX_FINDINGS, FINDINGS
 from wsl_bench.methods import get_method_info
 from wsl_bench.references import REFERENCE_METHODS
-from wsl_bench.stages.base import RunFolder, is_rank_zero
+from wsl_bench.stages.base import RunFolder, is_rank_zero, threads_per_process
 from wsl_bench.stages.data import run_cohort
 from wsl_bench.stages.fit import device_for, make_method
 
@@ -56,18 +55,8 @@ def explain_world(hw: dict[str, Any]) -> int:
 
 
 def explain_threads(world: int) -> int:
-    """Torch threads for each of `world` CPU explain processes: the usable cores / world, at least 1.
-
-    Every process left at its default (all cores) oversubscribes the CPU (steps ~10x slower with 2
-    processes on 2 cores). An OMP_NUM_THREADS the user set is an upper bound.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    threads = max(1, cores // max(1, int(world)))
-    user = os.environ.get("OMP_NUM_THREADS", "")
-    return min(threads, int(user)) if user.isdigit() and int(user) > 0 else threads
+    """Torch threads for each of `world` CPU explain processes (`threads_per_process`)."""
+    return threads_per_process(world)
 
 
 def _rank_device(hw: dict[str, Any], rank: int) -> torch.device:
