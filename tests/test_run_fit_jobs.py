@@ -68,10 +68,10 @@ def test_threads_per_process_share_the_cores(monkeypatch):
     assert [B.threads_per_process(n) for n in (1, 2, 3)] == [2, 1, 1]
 
 
-def test_presets_and_flag_set_fit_jobs():
-    assert R.build_config(["gradcam"], preset="standard")["hardware"]["fit_jobs"] == "auto"
-    assert R.build_config(["gradcam"], preset="quick")["hardware"]["fit_jobs"] == 1
-    assert R.build_config(["gradcam"], preset="standard", hardware={"fit_jobs": 1})["hardware"]["fit_jobs"] == 1
+def test_fit_jobs_default_and_flag():
+    for preset in ("quick", "standard", "tiny"):
+        assert R.build_config(["gradcam"], preset=preset)["hardware"]["fit_jobs"] == 1
+    assert R.build_config(["gradcam"], preset="standard", hardware={"fit_jobs": "auto"})["hardware"]["fit_jobs"] == "auto"
     assert R.build_config(["gradcam"], preset="quick", hardware={"fit_jobs": None})["hardware"]["fit_jobs"] == 1
     # a hardware setting: the same results, so the same config hash and stage keys
     assert R.run_config_hash(config(["gradcam"], fit_jobs=2)) == R.run_config_hash(config(["gradcam"], fit_jobs=1))
@@ -129,3 +129,12 @@ def test_a_ddp_fit_takes_no_cache_lock(tmp_path):
     with caches.building(tmp_path / "cache", ddp), caches.building(tmp_path / "cache", ddp):
         pass  # ranks build a cache together: a lock would make them wait on each other
     assert not (tmp_path / ".cache.lock").exists()
+
+
+def test_dry_run_says_how_the_fits_will_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "_cores", lambda: 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    text = R.dry_run_text(config(["gradcam"], fit_jobs="auto"), tmp_path / "run")
+    assert "fits: 2 trainable to do, 2 at a time with 1 torch thread(s) each" in text  # gradcam, oracle-seg
+    assert "fits: one at a time (2 trainable to do" in R.dry_run_text(config(["gradcam"]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing

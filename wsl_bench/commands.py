@@ -79,7 +79,8 @@ def run_command(
     strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, ..."),
     fit_jobs: Optional[str] = typer.Option(
         None, "--fit-jobs", help="Fits to run at once, each in its own process with cores/N torch threads: a count, "
-        "or auto (one per CPU core; 1 on a GPU). Default: the preset's (standard: auto; the others: 1)."),
+        "or auto (one per CPU core; 1 on a GPU). Default 1: on a 2-core machine two fits side by side took as long "
+        "as one after the other (docs/harness.md)."),
     ablate: Optional[str] = typer.Option(None, "--ablate", help="Comma-separated components; adds '<method>-no-<component>' variants."),
     overrides: Optional[List[str]] = typer.Option(
         None, "--set", help="Config override SECTION.KEY=VALUE (repeatable), e.g. --set data.n_train=200 "

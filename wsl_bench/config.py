@@ -155,7 +155,6 @@ def build_config(
         raise RunError(f"unknown preset {preset!r}; choose one of {', '.join(presets.PRESETS)}")
     base = copy.deepcopy(presets.PRESETS[preset])
     method_preset = base.pop("method_preset")
-    preset_fit_jobs = base.pop("fit_jobs", 1)
     overrides = copy.deepcopy(overrides or {})
     method_overrides = overrides.pop("methods", {})
     cfg = presets.merge(base, overrides)
@@ -203,7 +202,7 @@ def build_config(
                 "method_preset": mp,
                 "config": {**conf, **info.cls.ablations[comp]},
             }
-    hw = {"accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto", "fit_jobs": preset_fit_jobs,
+    hw = {"accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto", "fit_jobs": 1,
           **{k: v for k, v in (hardware or {}).items() if v is not None}}
     score_cfg = cfg["score"]
     if has_outlined_masks((test_cfg or cfg["data"])["name"]):

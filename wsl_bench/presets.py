@@ -25,8 +25,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (docs/harness.md, "Presets").
     "standard": {
         "method_preset": "standard",
-        # the trainable fits side by side, one per core (`--fit-jobs`, wsl_bench/stages/fit_pool.py)
-        "fit_jobs": "auto",
         "data": {"name": "synth", "image_size": 224, "generate_size": 256},
         "fit": {"max_epochs": None, "batch_size": None, "num_workers": 0},
         "explain": {"batch_size": 32},

@@ -346,6 +346,20 @@ def dry_run_text(config: dict[str, Any], out: Path) -> str:
     new_hash, made_by = run_config_hash(config), run.manifest.get("config_hash")
     lines = [f"run folder: {out}",
              f"config hash: {new_hash[:12]}" + (f" (folder made by {made_by[:12]})" if made_by not in (None, new_hash) else ""),
-             *data_lines(config), *method_lines(run), "stages:"]
+             *data_lines(config), *method_lines(run), _fit_jobs_line(run), "stages:"]
     lines += [f"  {stage:<32} {status}" for stage, status in plan(run)]
     return "\n".join(lines)
+
+
+def _fit_jobs_line(run: Run) -> str:
+    """How the fits still to do will run: one after another, or how many side by side with how many threads."""
+    from wsl_bench.stages.base import threads_per_process
+    from wsl_bench.stages.fit_pool import fit_jobs, pooled
+
+    todo = [m for (name, status) in plan(run) if name.startswith("fit/") and status != "done"
+            for m in [name.split("/", 1)[1]] if pooled(run, m)]
+    jobs = fit_jobs(run.config["hardware"], len(todo))
+    if jobs < 2:
+        return f"fits: one at a time ({len(todo)} trainable to do; --fit-jobs runs them side by side)"
+    return (f"fits: {len(todo)} trainable to do, {jobs} at a time with {threads_per_process(jobs)} torch thread(s) "
+            "each (--fit-jobs); the estimates above are for one fit alone")
