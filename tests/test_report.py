@@ -410,3 +410,15 @@ def test_a_policy_not_registered_here_gets_a_gallery_note_not_a_failed_report(tm
         assert f"Gallery of {name}: no predicted boxes (unknown policy 'plugin-policy'" in md
     assert "register that policy before reading these scores" in md
     assert list((out / "gallery").rglob("*.jpg"))  # the tiles are drawn, without that method's boxes
+
+
+def test_provenance_names_the_cpu_only_when_the_manifest_records_it(fake_report, tmp_path):
+    from wsl_bench.report.markdown import provenance_lines
+
+    run = shutil.copytree(fake_report[0], tmp_path / "run")  # the fixture is shared: leave it as it is
+    assert "CPU" not in "\n".join(provenance_lines(load_runs([run])))  # older manifests: nothing is made up
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["platform"] = {"machine": "x86_64", "cpu_capability": "AVX512", "cpu": "AMD EPYC"}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    line = "\n".join(provenance_lines(load_runs([run])))
+    assert "CPU AMD EPYC (AVX512 kernels)" in line

@@ -71,6 +71,9 @@ def test_layout_and_manifest(done_run, demo_method):
         assert manifest["stages"][f"score/{m}"]["done"]
     assert manifest["timings"][demo_method]["n_params"] > 0
     assert not list((out / "heatmaps").glob("*.parts"))  # shards are merged and removed
+    # the CPU type is recorded: byte-reproducibility holds per thread count on one CPU type only
+    assert manifest["platform"]["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
+    assert manifest["platform"]["machine"]
 
 
 def test_second_run_skips_every_stage(done_run, demo_method, tmp_path):

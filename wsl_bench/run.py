@@ -106,6 +106,29 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _platform() -> dict[str, str]:
+    """The CPU a run's float kernels ran on. CPU runs are byte-reproducible per torch thread count on one
+    CPU type; another CPU (its SIMD kernels) can change a trained network's weights (docs/harness.md)."""
+    import torch
+
+    out = {"machine": platform.machine() or "unknown", "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
+    cpu = _cpu_model()
+    if cpu:
+        out["cpu"] = cpu
+    return out
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 @dataclass
 class Run:
     """A run folder and its manifest (what the stages see of the run: `wsl_bench.stages.base.RunFolder`)."""
@@ -227,6 +250,7 @@ def _open_folder(run: Run, command: list[str] | None) -> None:
             "methods": config["methods_order"],
             "methods_order": config["methods_order"],
             "versions": _versions(),
+            "platform": _platform(),
             "git_revision": _git_revision(),
             "hardware": config["hardware"],
         }

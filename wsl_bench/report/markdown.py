@@ -75,6 +75,9 @@ def provenance_lines(rs: RunSet) -> list[str]:
         versions = mf.get("versions")
         if isinstance(versions, dict) and versions:
             bits.append("versions " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+        plat = mf.get("platform")
+        if isinstance(plat, dict) and plat.get("cpu_capability"):
+            bits.append(f"CPU {plat.get('cpu') or plat.get('machine') or '?'} ({plat['cpu_capability']} kernels)")
         lines.append("- " + "; ".join(bits))
     return lines
 
